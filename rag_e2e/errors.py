@@ -1,0 +1,30 @@
+"""User-facing errors: one line that names the file, line and field to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RagE2EError(Exception):
+    """Base class for errors the CLI prints as one line instead of a traceback."""
+
+
+class DataFormatError(RagE2EError):
+    """Malformed input data.
+
+    Args:
+        path: the file being read.
+        line: 1-based line (JSONL/TSV) or record number; None for whole-file problems.
+        field: the offending field name; None when the record itself is unreadable.
+        message: what is wrong.
+    """
+
+    def __init__(self, path: str | Path, line: int | None, field: str | None, message: str):
+        self.path, self.line, self.field = str(path), line, field
+        where = self.path + (f":{line}" if line is not None else "")
+        what = f" field '{field}'" if field else ""
+        super().__init__(f"{where}:{what}: {message}")
+
+
+class ConfigError(RagE2EError):
+    """A config value or override that cannot be used; the message names the key to change."""
