@@ -22,8 +22,8 @@ class DataFormatError(RagE2EError):
     def __init__(self, path: str | Path, line: int | None, field: str | None, message: str):
         self.path, self.line, self.field = str(path), line, field
         where = self.path + (f":{line}" if line is not None else "")
-        what = f" field '{field}'" if field else ""
-        super().__init__(f"{where}:{what}: {message}")
+        what = f" field '{field}':" if field else ""
+        super().__init__(f"{where}:{what} {message}")
 
 
 class ConfigError(RagE2EError):

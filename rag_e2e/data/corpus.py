@@ -1,0 +1,208 @@
+"""Passage-corpus loaders (DPR TSV, JSONL) and the line readers the QA loaders share.
+
+Every malformed input raises `DataFormatError` naming file, line and field; nothing lower-level escapes.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from rag_e2e.data.types import Passage
+from rag_e2e.errors import DataFormatError
+
+_REQUIRED = object()  # sentinel: json_field without a default
+
+
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """Yield the decoded physical lines of a text file (`.gz` is decompressed), endings kept.
+
+    Lines are decoded one at a time so a bad byte is reported on its own line; decoding a whole buffer at once
+    would report wherever the buffer happened to end.
+
+    Raises:
+        DataFormatError: the file is missing or unreadable, or a line is not UTF-8.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        f = opener(path, "rb")
+    except FileNotFoundError:
+        raise DataFormatError(path, None, None, "file not found") from None
+    except OSError as e:
+        raise DataFormatError(path, None, None, f"cannot open: {e.strerror or e}") from None
+    line_no = 0
+    with f:
+        try:
+            for line_no, raw in enumerate(f, start=1):
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataFormatError(path, line_no, None, f"not valid UTF-8 ({e.reason})") from None
+        except (OSError, EOFError) as e:  # truncated or corrupt .gz
+            raise DataFormatError(path, line_no + 1, None, f"cannot read: {e}") from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (1-based physical line, object) for each non-blank line of a JSON-lines file.
+
+    Raises:
+        DataFormatError: a line is not JSON or not a JSON object.
+    """
+    for line_no, line in enumerate(iter_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(path, line_no, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(record, dict):
+            raise DataFormatError(path, line_no, None, f"expected a JSON object, got {type(record).__name__}")
+        yield line_no, record
+
+
+def data_suffix(path: str | Path) -> str:
+    """The extension that names a file's format, looking through a trailing `.gz` ("a.tsv.gz" -> ".tsv")."""
+    path = Path(path)
+    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+
+
+def load_dpr_tsv(path: str | Path) -> list[Passage]:
+    """Load a DPR-style TSV corpus (e.g. `psgs_w100.tsv`).
+
+    The first line is a header naming the columns `id`, `text` and optionally `title`, in any order. Fields may be
+    quoted with `""` escapes, as in DPR's dump, so a quoted text may span physical lines.
+
+    Args:
+        path: the `.tsv` (or `.tsv.gz`) file.
+
+    Returns:
+        Passages in file order.
+
+    Raises:
+        DataFormatError: missing header columns, wrong column count, bad quoting, empty id/text or duplicate id.
+    """
+    lines = iter_lines(path)
+    reader = csv.reader(lines, delimiter="\t", strict=True)
+    passages: list[Passage] = []
+    first_line: dict[str, int] = {}
+    columns: dict[str, int] | None = None
+    n_columns = 0
+    start = 1  # physical line where the current record begins (quoted fields may span lines)
+    try:
+        for row in reader:
+            line_no, start = start, reader.line_num + 1
+            if not row:  # blank line
+                continue
+            if columns is None:
+                columns = {name.strip(): i for i, name in enumerate(row)}
+                n_columns = len(row)
+                for required in ("id", "text"):
+                    if required not in columns:
+                        raise DataFormatError(path, line_no, required, f"header {row} lacks column '{required}'")
+                continue
+            if len(row) != n_columns:
+                raise DataFormatError(
+                    path, line_no, None, f"expected {n_columns} tab-separated columns, found {len(row)}"
+                )
+            title = row[columns["title"]] if "title" in columns else ""
+            passages.append(_passage(path, line_no, row[columns["id"]], row[columns["text"]], title, first_line))
+    except csv.Error as e:
+        raise DataFormatError(path, start, None, f"malformed TSV: {e}") from None
+    if columns is None:
+        raise DataFormatError(path, None, None, "empty file; expected a header line 'id<TAB>text<TAB>title'")
+    return passages
+
+
+def load_corpus_jsonl(path: str | Path) -> list[Passage]:
+    """Load a JSON-lines corpus: one `{"id": str|int, "text": str, "title": str (optional)}` per line.
+
+    Args:
+        path: the `.jsonl` file; blank lines are skipped.
+
+    Returns:
+        Passages in file order.
+
+    Raises:
+        DataFormatError: a missing or mistyped field, empty id/text, or a duplicate id.
+    """
+    passages: list[Passage] = []
+    first_line: dict[str, int] = {}
+    for line_no, record in iter_jsonl(path):
+        pid = json_field(path, line_no, record, "id", (str, int), "a string or integer")
+        text = json_field(path, line_no, record, "text", str, "a string")
+        title = json_field(path, line_no, record, "title", str, "a string", default="")
+        passages.append(_passage(path, line_no, str(pid), text, title, first_line))
+    return passages
+
+
+def load_corpus(path: str | Path, fmt: Literal["dpr_tsv", "jsonl", "auto"] = "auto") -> list[Passage]:
+    """Load a corpus, picking the format from the extension when `fmt="auto"` (`.tsv`, `.jsonl`, optionally `.gz`).
+
+    Raises:
+        DataFormatError: the format cannot be inferred, or the file is malformed.
+        ValueError: `fmt` is not one of the accepted values.
+    """
+    if fmt == "auto":
+        ext = data_suffix(path)
+        fmt = {".tsv": "dpr_tsv", ".jsonl": "jsonl"}.get(ext)  # type: ignore[assignment]
+        if fmt is None:
+            raise DataFormatError(path, None, None, f"cannot infer corpus format from '{ext}'; pass fmt=")
+    if fmt == "dpr_tsv":
+        return load_dpr_tsv(path)
+    if fmt == "jsonl":
+        return load_corpus_jsonl(path)
+    raise ValueError(f"fmt must be 'dpr_tsv', 'jsonl' or 'auto', got {fmt!r}")
+
+
+def _passage(path: str | Path, line_no: int, pid: str, text: str, title: str, first_line: dict[str, int]) -> Passage:
+    """Validate one record and remember its id; `first_line` maps ids seen so far to their lines."""
+    if not pid.strip():
+        raise DataFormatError(path, line_no, "id", "empty id")
+    if not text.strip():
+        raise DataFormatError(path, line_no, "text", f"empty text for passage '{pid}'")
+    if pid in first_line:
+        raise DataFormatError(path, line_no, "id", f"duplicate id '{pid}' (first seen on line {first_line[pid]})")
+    first_line[pid] = line_no
+    return Passage(pid=pid, text=text, title=title)
+
+
+def json_field(
+    path: str | Path,
+    line: int | None,
+    record: dict[str, Any],
+    key: str,
+    types: type | tuple[type, ...],
+    expected: str,
+    *,
+    where: str = "",
+    default: Any = _REQUIRED,
+) -> Any:
+    """Return `record[key]` after checking its JSON type, or `default` when the key is absent and a default is given.
+
+    Args:
+        path, line: reported in the error.
+        record: a decoded JSON object.
+        key: the field to read.
+        types: accepted Python types (bool never passes for int: `true` as an id is a data bug).
+        expected: how the error describes what was wanted, e.g. "a list of strings".
+        where: prefix of the reported field name for nested records, e.g. "data[3].paragraphs[0]".
+        default: value for an absent key; without it the key is required.
+
+    Raises:
+        DataFormatError: the key is missing (and required) or holds another type.
+    """
+    if key not in record and default is not _REQUIRED:
+        return default
+    value = record.get(key)
+    if isinstance(value, types) and not isinstance(value, bool):
+        return value
+    field = f"{where}.{key}" if where else key
+    if key not in record:
+        raise DataFormatError(path, line, field, f"missing; expected {expected}")
+    names = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+    raise DataFormatError(path, line, field, f"expected {expected}, got {names.get(type(value), 'object')}")

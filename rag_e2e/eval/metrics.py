@@ -1,0 +1,174 @@
+"""QA and retrieval metrics: SQuAD EM/F1, DPR-style answer matching, recall@k and MRR. Pure functions."""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+
+_PUNCTUATION = frozenset(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+# DPR's SimpleTokenizer: runs of letters/digits, or any other single non-space character.
+_TOKEN = re.compile(r"[^\W_]+|\S")
+
+
+def normalize_answer(s: str) -> str:
+    """Normalize as the official SQuAD script does: lowercase, drop punctuation and articles, collapse whitespace.
+
+    Args:
+        s: an answer string.
+
+    Returns:
+        The normalized string, e.g. "The  Denver Broncos!" -> "denver broncos".
+    """
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def exact_match(prediction: str, golds: Sequence[str]) -> float:
+    """1.0 if the normalized prediction equals any normalized gold answer, else 0.0.
+
+    Raises:
+        ValueError: `golds` is empty.
+    """
+    _check_golds(golds)
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(gold) for gold in golds))
+
+
+def f1_score(prediction: str, golds: Sequence[str]) -> float:
+    """Token-level SQuAD F1 of the prediction against its best-matching gold answer.
+
+    When a prediction or gold normalizes to no tokens, F1 is 1.0 if both are empty and 0.0 otherwise (the SQuAD 2.0
+    official script's rule; the 1.1 script returns 0.0 even when both are empty, which would give EM 1 with F1 0).
+
+    Raises:
+        ValueError: `golds` is empty.
+    """
+    _check_golds(golds)
+    pred_tokens = normalize_answer(prediction).split()
+    return max(_f1(pred_tokens, normalize_answer(gold).split()) for gold in golds)
+
+
+def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    num_same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if num_same == 0:
+        return 0.0
+    precision, recall = num_same / len(pred_tokens), num_same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _check_golds(golds: Sequence[str]) -> None:
+    # A bare string would be scored character by character; an empty list has no max.
+    if isinstance(golds, str) or not golds:
+        raise ValueError(f"golds must be a non-empty sequence of answer strings, got {golds!r}")
+
+
+def _tokens(text: str) -> list[str]:
+    # NFC so composed and decomposed accents compare equal (DPR uses NFD and keeps marks inside tokens; same effect).
+    return _TOKEN.findall(unicodedata.normalize("NFC", text).lower())
+
+
+def has_answer(text: str, answers: Sequence[str]) -> bool:
+    """Whether any answer occurs in `text` as a contiguous run of whole tokens (DPR's string-match recall).
+
+    Matching is case-insensitive on word/punctuation tokens, so "art" does not match inside "party".
+    Answers with no tokens never match.
+
+    Args:
+        text: a passage.
+        answers: reference answer strings.
+    """
+    tokens = _tokens(text)
+    for answer in answers:
+        ans = _tokens(answer)
+        if ans and any(tokens[i : i + len(ans)] == ans for i in range(len(tokens) - len(ans) + 1)):
+            return True
+    return False
+
+
+def gold_rank(
+    retrieved_pids: Sequence[str],
+    gold_pids: Sequence[str],
+    retrieved_texts: Sequence[str] | None = None,
+    answers: Sequence[str] | None = None,
+) -> int | None:
+    """1-based rank of the first relevant retrieved passage, or None when none is relevant.
+
+    A passage is relevant when its id is in `gold_pids`; when `gold_pids` is empty (e.g. NQ-open), when its text
+    contains an answer (`has_answer`).
+
+    Args:
+        retrieved_pids: ids in rank order, best first.
+        gold_pids: ids of passages known to hold the answer; may be empty.
+        retrieved_texts: texts aligned with `retrieved_pids`; needed only when `gold_pids` is empty.
+        answers: reference answers; needed only when `gold_pids` is empty.
+
+    Raises:
+        ValueError: `gold_pids` is empty and texts or answers are missing, or texts and ids differ in length.
+    """
+    if gold_pids:
+        gold = set(gold_pids)
+        return next((rank for rank, pid in enumerate(retrieved_pids, start=1) if pid in gold), None)
+    if retrieved_texts is None or answers is None:
+        raise ValueError("gold_pids is empty: pass retrieved_texts and answers to match answers in text")
+    if len(retrieved_texts) != len(retrieved_pids):
+        raise ValueError(f"{len(retrieved_texts)} retrieved_texts for {len(retrieved_pids)} retrieved_pids")
+    return next((rank for rank, text in enumerate(retrieved_texts, start=1) if has_answer(text, answers)), None)
+
+
+def recall_at_k(ranks: Sequence[int | None], k: int) -> float:
+    """Fraction of questions whose first relevant passage is at rank <= k (None is a miss); 0.0 for no questions."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return sum(r is not None and r <= k for r in ranks) / len(ranks) if ranks else 0.0
+
+
+def mrr(ranks: Sequence[int | None], cutoff: int | None = None) -> float:
+    """Mean reciprocal rank; misses (None) and ranks beyond `cutoff` count 0. 0.0 for no questions.
+
+    Args:
+        ranks: per-question 1-based rank of the first relevant passage, or None.
+        cutoff: if given, compute MRR@cutoff.
+    """
+    hits = [1.0 / r for r in ranks if r is not None and (cutoff is None or r <= cutoff)]
+    return sum(hits) / len(ranks) if ranks else 0.0
+
+
+def aggregate(
+    predictions: Sequence[str],
+    golds: Sequence[Sequence[str]],
+    ranks: Sequence[int | None],
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Corpus-level metrics, each a fraction in [0, 1].
+
+    recall@k for k above the number of passages retrieved equals recall@(that number); it is computed anyway so a
+    metrics table always has the same keys.
+
+    Args:
+        predictions: generated answers, one per question.
+        golds: reference answers, one sequence per question.
+        ranks: gold passage ranks, one per question (see `gold_rank`).
+        ks: cut-offs for recall@k.
+
+    Returns:
+        {"em", "f1", "recall@{k}" for each k, "mrr"}.
+
+    Raises:
+        ValueError: the three sequences differ in length.
+    """
+    if not len(predictions) == len(golds) == len(ranks):
+        raise ValueError(f"lengths differ: {len(predictions)} predictions, {len(golds)} golds, {len(ranks)} ranks")
+    n = len(predictions)
+    metrics = {
+        "em": sum(exact_match(p, g) for p, g in zip(predictions, golds, strict=True)) / n if n else 0.0,
+        "f1": sum(f1_score(p, g) for p, g in zip(predictions, golds, strict=True)) / n if n else 0.0,
+    }
+    metrics.update({f"recall@{k}": recall_at_k(ranks, k) for k in ks})
+    metrics["mrr"] = mrr(ranks)
+    return metrics
