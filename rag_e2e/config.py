@@ -1,0 +1,182 @@
+"""Structured run configuration: the dataclasses are the schema, YAML groups in `configs/` fill them in.
+
+Every field is typed; OmegaConf rejects unknown keys and wrong types, and `__post_init__` checks values, naming the
+override key to change. Config stops at the entry point: library code receives these dataclasses or plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rag_e2e.errors import ConfigError
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass
+class SyntheticConfig:
+    """The built-in synthetic knowledge base (see rag_e2e/data/synthetic.py)."""
+
+    num_entities: int = 600  # passages in the knowledge base, one per entity
+    num_reader_entities: int = 300  # extra entities, NOT in the KB, for the reader-only loss
+    attributes_per_entity: int = 3  # one question per attribute; one per entity is held out for dev/test
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.num_entities >= 10, "set `data.synthetic.num_entities` >= 10")
+        _check(2 <= self.attributes_per_entity <= 4, "set `data.synthetic.attributes_per_entity` in [2, 4]")
+        _check(self.num_reader_entities >= 0, "set `data.synthetic.num_reader_entities` >= 0")
+
+
+@dataclass
+class DataConfig:
+    """Where questions and passages come from, and how they are split and batched."""
+
+    source: Literal["synthetic", "squad", "files"] = "synthetic"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    qa_path: str | None = None  # squad: the SQuAD JSON/zip (also the corpus); files: QA file for all splits
+    qa_format: Literal["auto", "squad", "nq_open", "jsonl"] = "auto"
+    corpus_path: str | None = None  # files: DPR TSV or JSONL corpus
+    corpus_format: Literal["auto", "dpr_tsv", "jsonl"] = "auto"
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/dev/test, by group
+    split_seed: int = 0
+    max_eval_questions: int | None = None  # cap dev/test size for quick runs
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.source == "synthetic" or self.qa_path is not None, f"set `data.qa_path` for data.source={self.source}")
+        _check(self.source != "files" or self.corpus_path is not None, "set `data.corpus_path` for data.source=files")
+        _check(len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1) < 1e-6,
+               "set `data.split_fractions` to three numbers summing to 1 (train, dev, test)")
+        _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "set `data.batch_size` and `data.eval_batch_size` >= 1")
+
+
+@dataclass
+class EncoderConfig:
+    """The DPR-style bi-encoder. `name_or_path: null` builds a random BERT from the fields below."""
+
+    name_or_path: str | None = None  # HF name or folder; "minilm" = the offline all-MiniLM-L6-v2 package
+    tokenizer: str = "minilm"  # tokenizer for a random encoder (name, folder or "minilm")
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 256
+    pooling: Literal["cls", "mean"] = "mean"
+    shared_towers: bool = False  # one model for queries and passages, or two initialised identically
+    max_query_length: int = 32
+    max_passage_length: int = 128
+    seed: int = 0  # random-init seed, independent of the training seed
+
+    def __post_init__(self) -> None:
+        _check(self.hidden_size % self.num_heads == 0, "set `encoder.hidden_size` divisible by `encoder.num_heads`")
+
+
+@dataclass
+class GeneratorConfig:
+    """The seq2seq reader. `name_or_path: null` builds a random model of `arch` from the fields below."""
+
+    name_or_path: str | None = None  # HF seq2seq name or folder (BART, T5, or a saved EncoderDecoderModel)
+    arch: Literal["bart", "t5", "bert2bert"] = "bart"  # for random init; bert2bert warm-starts from `warm_start`
+    warm_start: str | None = None  # bert2bert: encoder checkpoint for both halves ("minilm" works offline)
+    tokenizer: str = "minilm"
+    d_model: int = 128
+    num_layers: int = 2  # encoder and decoder each
+    num_heads: int = 2
+    ffn_dim: int = 256
+    max_source_length: int = 96  # "title / passage // question", truncated
+    max_target_length: int = 16
+    seed: int = 0
+
+
+@dataclass
+class RetrieverConfig:
+    """Retrieval during training and evaluation."""
+
+    k: int = 5  # documents marginalized over
+    temperature: float = 0.1  # doc prior = softmax(q·d / temperature); raw dot products are too peaked
+    freeze_query_encoder: bool = False
+    index: Literal["exact", "faiss_flat"] = "exact"
+    encode_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 1, "set `retriever.k` >= 1")
+        _check(self.temperature > 0, "set `retriever.temperature` > 0")
+
+
+@dataclass
+class ModelConfig:
+    """Loss and optimisation."""
+
+    loss: Literal["sequence", "token"] = "sequence"  # RAG-Sequence or RAG-Token marginalization
+    lr: float = 1e-3  # generator
+    retriever_lr: float = 1e-4  # query encoder
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear LR warm-up
+    label_smoothing: float = 0.0
+    reader_loss_weight: float = 0.0  # auxiliary (gold passage, question) -> answer loss on reader-only data
+    reader_warmup_steps: int = 0  # steps of reader-only loss before the RAG loss starts
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0 and self.retriever_lr >= 0, "set `model.lr` > 0 and `model.retriever_lr` >= 0")
+        _check(self.reader_loss_weight >= 0, "set `model.reader_loss_weight` >= 0")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation and decoding."""
+
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # recall@k cut-offs; k_max docs are retrieved
+    num_beams: int = 1  # 1 = greedy
+    max_new_tokens: int = 16
+    num_qualitative: int = 20  # predictions printed in the run summary
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments for lightning.Trainer (subset) and run control."""
+
+    max_steps: int = 600
+    val_check_interval: int = 200  # steps between dev evaluations
+    limit_val_batches: float = 1.0
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32-true"
+    gradient_clip_val: float | None = 1.0
+    log_every_n_steps: int = 10
+    seed: int = 0
+    num_threads: int | None = None  # torch intra-op threads; null = torch's default
+
+
+@dataclass
+class LoggerConfig:
+    """W&B (offline unless WANDB_MODE=online) and CSV logging."""
+
+    wandb: bool = True
+    project: str = "rag_e2e"
+    group: str | None = None
+    csv: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything one `rag-e2e train` run needs."""
+
+    name: str = "default"
+    output_dir: str = "runs"  # the run directory is <output_dir>/<name>-<timestamp>
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    def __post_init__(self) -> None:
+        _check(all(k >= 1 for k in self.eval.ks), "set every `eval.ks` entry >= 1")

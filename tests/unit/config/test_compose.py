@@ -1,0 +1,73 @@
+"""Config composition: defaults, group picks, overrides, and one clear error for bad ones."""
+
+from pathlib import Path
+
+import pytest
+
+from rag_e2e.compose import compose, config_dir, load_run_config, to_yaml
+from rag_e2e.config import RunConfig
+from rag_e2e.errors import ConfigError
+
+
+def test_defaults_compose_to_a_validated_run_config():
+    cfg = compose([])
+    assert isinstance(cfg, RunConfig)
+    assert cfg.data.source == "synthetic" and cfg.encoder.name_or_path is None and cfg.generator.arch == "bart"
+
+
+def test_key_overrides_and_group_picks():
+    cfg = compose(["trainer.max_steps=7", "retriever.k=3", "eval.ks=[1,2]", "data=squad", "model.loss=token"])
+    assert cfg.trainer.max_steps == 7 and cfg.retriever.k == 3 and cfg.eval.ks == [1, 2]
+    assert cfg.data.source == "squad" and cfg.data.qa_path.endswith("dev-v1.1.json.zip")
+    assert cfg.model.loss == "token"
+
+
+def test_command_line_wins_over_experiment_which_wins_over_groups():
+    exp = compose(["experiment=squad_open"])
+    assert exp.data.source == "squad"
+    cli = compose(["experiment=squad_open", "data=synthetic", "retriever.k=2"])
+    assert cli.data.source == "synthetic" and cli.retriever.k == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("trainer.nope=1", "unknown key `trainer.nope`"),
+        ("nope=1", "unknown key `nope`"),
+        ("trainer.max_steps=many", "`trainer.max_steps`"),
+        ("model.loss=sequential", "`model.loss`"),
+        ("retriever.k=0", "`retriever.k`"),
+        ("retriever.temperature=-1", "`retriever.temperature`"),
+        ("data=nowhere", "data=nowhere"),
+        ("justaword", "key=value"),
+    ],
+)
+def test_bad_overrides_are_rejected_naming_the_key(override, needle):
+    with pytest.raises(ConfigError) as err:
+        compose([override])
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("group_file", sorted(p for p in config_dir().glob("*/*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_composes(group_file: Path):
+    group, name = group_file.parent.name, group_file.stem
+    overrides = [f"{group}={name}"]
+    if group == "data" and name == "files":
+        overrides += ["data.qa_path=q.jsonl", "data.corpus_path=c.jsonl"]
+    assert isinstance(compose(overrides), RunConfig)
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = compose(["trainer.max_steps=11", "retriever.temperature=0.5"])
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(cfg))
+    again = load_run_config(path, ["eval.num_beams=2"])
+    assert again.trainer.max_steps == 11 and again.retriever.temperature == 0.5 and again.eval.num_beams == 2
+
+
+def test_broken_saved_config_names_the_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("trainer:\n  max_steps: lots\n")
+    with pytest.raises(ConfigError, match="config.yaml.*trainer.max_steps"):
+        load_run_config(path)
