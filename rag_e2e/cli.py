@@ -1,0 +1,70 @@
+"""`rag-e2e` command line: a table of subcommands, each a plain function taking `key=value` overrides."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+USAGE = """usage: rag-e2e <command> [args]
+
+  train [overrides...]                 train and evaluate; prints `metrics: <path>` last
+  eval <checkpoint> [overrides...]     evaluate a checkpoint (config from its run directory)
+  config [overrides...]                print the resolved config and exit
+
+overrides: `group=name` (e.g. experiment=squad_open, data=squad) or `a.b=value` (e.g. trainer.max_steps=100)
+"""
+
+
+def cmd_train(args: list[str]) -> int:
+    from rag_e2e.compose import compose
+    from rag_e2e.train import train
+
+    metrics_path = train(compose(args))
+    print(f"metrics: {metrics_path}")
+    return 0
+
+
+def cmd_eval(args: list[str]) -> int:
+    from rag_e2e.compose import load_run_config
+    from rag_e2e.errors import ConfigError
+    from rag_e2e.train import evaluate
+
+    if not args:
+        raise ConfigError("rag-e2e eval needs a checkpoint path: rag-e2e eval runs/<run>/checkpoints/last.ckpt")
+    checkpoint = Path(args[0])
+    if not checkpoint.is_file():
+        raise ConfigError(f"{checkpoint}: checkpoint not found")
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir / 'config.yaml'}: not found; eval reads the run's config from beside it")
+    metrics_path = evaluate(checkpoint, load_run_config(run_dir / "config.yaml", args[1:]))
+    print(f"metrics: {metrics_path}")
+    return 0
+
+
+def cmd_config(args: list[str]) -> int:
+    from rag_e2e.compose import compose, to_yaml
+
+    print(to_yaml(compose(args)), end="")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rag_e2e.errors import RagE2EError
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except RagE2EError as err:
+        print(f"rag-e2e: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

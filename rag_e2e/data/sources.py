@@ -1,0 +1,71 @@
+"""Turn a DataConfig into a corpus and train/dev/test question splits."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag_e2e.config import DataConfig
+from rag_e2e.data.corpus import load_corpus
+from rag_e2e.data.qa import load_qa, load_squad, split_by_group
+from rag_e2e.data.synthetic import make_synthetic_kb
+from rag_e2e.data.types import Passage, QAExample
+from rag_e2e.errors import DataFormatError
+
+
+@dataclass
+class RagData:
+    """What one run trains and evaluates on."""
+
+    corpus: list[Passage]
+    train: list[QAExample]
+    dev: list[QAExample]
+    test: list[QAExample]
+    reader: list[QAExample] = field(default_factory=list)  # reader-only examples (gold context, not in the corpus)
+
+    def summary(self) -> str:
+        return (f"{len(self.corpus)} passages; questions train {len(self.train)}, dev {len(self.dev)}, "
+                f"test {len(self.test)}; reader-only {len(self.reader)}")
+
+
+def _resolve(path: str, base: Path | None) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or base is None else (base / p)
+
+
+def _cap(examples: list[QAExample], limit: int | None, seed: int) -> list[QAExample]:
+    if limit is None or len(examples) <= limit:
+        return examples
+    return random.Random(seed).sample(examples, limit)
+
+
+def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
+    """Load or generate the run's data.
+
+    Args:
+        cfg: the data config.
+        base_dir: folder that relative paths in `cfg` are resolved against (the current directory when None).
+    """
+    if cfg.source == "synthetic":
+        s = cfg.synthetic
+        kb = make_synthetic_kb(s.num_entities, s.num_reader_entities, s.attributes_per_entity, s.seed)
+        data = RagData(kb.corpus, kb.train, kb.dev, kb.test, kb.reader)
+    elif cfg.source == "squad":
+        questions, corpus = load_squad(_resolve(cfg.qa_path, base_dir))
+        train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed)
+        data = RagData(corpus, train, dev, test)
+    else:
+        corpus = load_corpus(_resolve(cfg.corpus_path, base_dir), cfg.corpus_format)
+        questions = load_qa(_resolve(cfg.qa_path, base_dir), cfg.qa_format)
+        pids = {p.pid for p in corpus}
+        for ex in questions:
+            missing = [pid for pid in ex.gold_pids if pid not in pids]
+            if missing:
+                raise DataFormatError(cfg.qa_path, None, "gold_passage_ids",
+                                      f"question {ex.qid} names passage id {missing[0]} not in {cfg.corpus_path}")
+        train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed)
+        data = RagData(corpus, train, dev, test)
+    data.dev = _cap(data.dev, cfg.max_eval_questions, cfg.split_seed)
+    data.test = _cap(data.test, cfg.max_eval_questions, cfg.split_seed + 1)
+    return data

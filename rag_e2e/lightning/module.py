@@ -1,0 +1,118 @@
+"""The LightningModule: RAG loss (plus optional reader-only loss), retrieval and QA metrics, optimisers."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from rag_e2e.eval.metrics import aggregate, gold_rank
+from rag_e2e.lightning.datamodule import QABatch
+from rag_e2e.models.rag import RagModel, Retrieved
+
+
+class RagLitModule(L.LightningModule):
+    """Jointly trains the query encoder and the generator through the marginal likelihood.
+
+    Args:
+        rag: the model (encoders, generator, index).
+        lr: generator learning rate.
+        retriever_lr: query-encoder learning rate.
+        freeze_query_encoder: keep the retriever fixed (the control run).
+        reader_loss_weight: weight of the supervised (gold passage, question) -> answer loss on reader-only data.
+        reader_warmup_steps: steps that train the reader alone before the RAG loss is switched on.
+        eval_ks: recall@k cut-offs; max(eval_ks) passages are retrieved at evaluation, the top k are read.
+    """
+
+    def __init__(self, rag: RagModel, *, lr: float = 1e-3, retriever_lr: float = 1e-4, weight_decay: float = 0.0,
+                 warmup_steps: int = 0, label_smoothing: float = 0.0, freeze_query_encoder: bool = False,
+                 reader_loss_weight: float = 0.0, reader_warmup_steps: int = 0,
+                 eval_ks: tuple[int, ...] = (1, 5, 10), num_beams: int = 1, max_new_tokens: int = 16):
+        super().__init__()
+        self.rag = rag
+        self.lr, self.retriever_lr, self.weight_decay, self.warmup_steps = lr, retriever_lr, weight_decay, warmup_steps
+        self.label_smoothing = label_smoothing
+        self.freeze_query_encoder = freeze_query_encoder
+        self.reader_loss_weight, self.reader_warmup_steps = reader_loss_weight, reader_warmup_steps
+        self.eval_ks, self.num_beams, self.max_new_tokens = tuple(eval_ks), num_beams, max_new_tokens
+        # Passage vectors in the index are constants in this module, so the passage tower never trains here.
+        rag.encoder.freeze(query=freeze_query_encoder, passage=not rag.encoder.shared)
+        self.test_prefix = "test"  # "init" for the evaluation before training
+        self._records: list[dict] = []
+        self.predictions: list[dict] = []  # filled by each test run
+
+    # ---- training -------------------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        rag_batch: QABatch = batch["rag"] if isinstance(batch, dict) else batch
+        reader_batch: QABatch | None = batch.get("reader") if isinstance(batch, dict) else None
+        loss = torch.zeros((), device=self.device)
+        size = len(rag_batch.examples)
+        if self.global_step >= self.reader_warmup_steps:
+            nll, ret = self.rag(rag_batch.q_ids, rag_batch.q_mask, rag_batch.questions, rag_batch.labels,
+                                epsilon=self.label_smoothing)
+            loss = loss + nll.mean()
+            self.log("train/rag_nll", nll.mean(), batch_size=size, prog_bar=True)
+            ranks = self._ranks(rag_batch, ret.rows)
+            self.log("train/recall@k", sum(r is not None for r in ranks) / size, batch_size=size)
+        if reader_batch is not None and self.reader_loss_weight > 0:
+            ctx = [ex.context or ("", "") for ex in reader_batch.examples]
+            answers = [ex.answers[0] for ex in reader_batch.examples]
+            reader_nll = self.rag.reader_nll([c[0] for c in ctx], [c[1] for c in ctx], reader_batch.questions, answers)
+            loss = loss + self.reader_loss_weight * reader_nll.mean()
+            self.log("train/reader_nll", reader_nll.mean(), batch_size=len(answers))
+        self.log("train/loss", loss, batch_size=size)
+        return loss
+
+    # ---- evaluation (validation and test share one step) ---------------------------------------------------------
+    def _ranks(self, batch: QABatch, rows: torch.Tensor) -> list[int | None]:
+        corpus = self.rag.corpus
+        ranks = []
+        for ex, row in zip(batch.examples, rows.tolist()):
+            passages = [corpus[r] for r in row]
+            ranks.append(gold_rank([p.pid for p in passages], list(ex.gold_pids), [p.text for p in passages],
+                                   list(ex.answers)))
+        return ranks
+
+    def _eval_step(self, batch: QABatch) -> None:
+        k_read = self.rag.k
+        k_max = min(max(k_read, *self.eval_ks), self.rag.index.size)
+        ret = self.rag.retrieve(batch.q_ids, batch.q_mask, k_max)
+        ranks = self._ranks(batch, ret.rows)
+        top = Retrieved(rows=ret.rows[:, :k_read], doc_scores=ret.doc_scores[:, :k_read])
+        answers = self.rag.generate(batch.questions, top, self.num_beams, self.max_new_tokens)
+        for ex, rank, answer, row, score in zip(batch.examples, ranks, answers, top.rows.tolist(),
+                                                top.doc_scores.tolist()):
+            self._records.append({"qid": ex.qid, "question": ex.question, "answer": answer,
+                                  "gold": list(ex.answers), "gold_pids": list(ex.gold_pids), "gold_rank": rank,
+                                  "retrieved": [self.rag.corpus[r].pid for r in row],
+                                  "scores": [round(s, 4) for s in score]})
+
+    def _log_eval(self, prefix: str) -> dict[str, float]:
+        recs, self._records = self._records, []
+        metrics = aggregate([r["answer"] for r in recs], [r["gold"] for r in recs], [r["gold_rank"] for r in recs],
+                            ks=self.eval_ks)
+        for name, value in metrics.items():
+            self.log(f"{prefix}/{name}", value, batch_size=max(len(recs), 1))
+        return recs
+
+    def validation_step(self, batch: QABatch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def test_step(self, batch: QABatch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.predictions = self._log_eval(self.test_prefix)
+
+    # ---- optimisation --------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        groups = [{"params": [p for p in self.rag.generator.parameters() if p.requires_grad], "lr": self.lr}]
+        query_params = [p for p in self.rag.encoder.query_model.parameters() if p.requires_grad]
+        if query_params and not self.freeze_query_encoder:
+            groups.append({"params": query_params, "lr": self.retriever_lr})
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        warmup = max(self.warmup_steps, 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

