@@ -1,0 +1,167 @@
+"""Benchmark exact inner-product top-k: fused Triton kernel vs torch.topk(Q @ D.T) vs FAISS flat.
+
+    python -m rag_e2e.kernels.bench [--quick] [--out bench_results/topk.json] [--dtype float16]
+
+On CUDA: d=768, N in {1M, 4M, 16M}, B in {1, 16, 64, 256, 1024}, k in {10, 100}; GB/s counts one read of D and is
+also given as a fraction of the measured device-to-device copy bandwidth (read + write bytes per second).
+Without CUDA: the torch reference path vs faiss-cpu IndexFlatIP (and plain torch.topk) at smaller sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .topk import topk_scores
+
+try:
+    import faiss
+except ImportError:  # FAISS rows are skipped
+    faiss = None
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _time_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    """Median wall time of fn in ms (CUDA events on GPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _copy_bandwidth_gbs(device: torch.device, n_bytes: int = 2**30) -> float:
+    """Device-to-device copy bandwidth in GB/s, counting the bytes read plus the bytes written."""
+    src = torch.empty(n_bytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = _time_ms(lambda: dst.copy_(src), device, warmup=3, repeats=10)
+    return 2 * n_bytes / ms / 1e6
+
+
+def _torch_topk(queries: torch.Tensor, docs: torch.Tensor, k: int, budget_bytes: int = 2**31):
+    """torch.topk(Q @ D.T) as a user would write it; chunked over N when the (B, N) scores exceed budget_bytes."""
+    n_docs = docs.shape[0]
+    chunk = max(k, min(n_docs, budget_bytes // (queries.shape[0] * queries.element_size())))
+    best_s = best_i = None
+    for start in range(0, n_docs, chunk):
+        s, i = (queries @ docs[start : start + chunk].T).topk(k, dim=1)  # (B, k)
+        i = i + start
+        if best_s is not None:
+            s, pos = torch.cat([best_s, s], dim=1).topk(k, dim=1)
+            i = torch.cat([best_i, i], dim=1).gather(1, pos)
+        best_s, best_i = s, i
+    return best_s, best_i
+
+
+def _faiss_search(device: torch.device, docs: torch.Tensor) -> Callable[[torch.Tensor, int], object] | None:
+    """A search(queries, k) callable over docs, or None when FAISS cannot run here."""
+    if faiss is None:
+        return None
+    if device.type == "cuda":
+        if faiss.get_num_gpus() == 0:
+            return None
+        importlib.import_module("faiss.contrib.torch_utils")  # lets knn_gpu read torch CUDA tensors in place
+
+        res = faiss.StandardGpuResources()
+        return lambda q, k: faiss.knn_gpu(res, q, docs, k, metric=faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexFlatIP(docs.shape[1])
+    index.add(docs.float().numpy())
+    return lambda q, k: index.search(q.float().numpy(), k)
+
+
+def _methods(device: torch.device, docs: torch.Tensor) -> dict[str, Callable[[torch.Tensor, int], object]]:
+    """name -> search(queries, k) over docs."""
+    methods: dict[str, Callable[[torch.Tensor, int], object]] = {}
+    if device.type == "cuda":
+        methods["triton"] = lambda q, k: topk_scores(q, docs, k, backend="triton")
+    else:
+        methods["torch_reference"] = lambda q, k: topk_scores(q, docs, k, backend="torch")
+    methods["torch_topk"] = lambda q, k: _torch_topk(q, docs, k)
+    faiss_search = _faiss_search(device, docs)
+    if faiss_search is not None:
+        methods["faiss_flat_gpu" if device.type == "cuda" else "faiss_flat_cpu"] = faiss_search
+    return methods
+
+
+def _grid(device: torch.device, quick: bool) -> tuple[list[int], list[int], list[int]]:
+    """(N values, B values, k values)."""
+    if device.type == "cuda":
+        return ([2**20, 2**22] if quick else [2**20, 2**22, 2**24]), [1, 16, 64, 256, 1024], [10, 100]
+    return ([20_000, 50_000] if quick else [100_000, 400_000]), [1, 16, 64], [10, 100]
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Runs the grid and returns the JSON-ready results."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = _DTYPES[args.dtype or ("float16" if device.type == "cuda" else "float32")]
+    copy_gbs = _copy_bandwidth_gbs(device) if device.type == "cuda" else None
+    n_values, b_values, k_values = _grid(device, args.quick)
+    rows = []
+    for n_docs in n_values:
+        docs = torch.randn(n_docs, args.dim, device=device, dtype=dtype)
+        doc_bytes = docs.numel() * docs.element_size()
+        methods = _methods(device, docs)
+        for n_queries in b_values:
+            queries = torch.randn(n_queries, args.dim, device=device, dtype=dtype)
+            for k in k_values:
+                for name, search in methods.items():
+                    try:
+                        ms = _time_ms(lambda: search(queries, k), device, args.warmup, args.repeats)  # noqa: B023
+                    except (RuntimeError, AssertionError, TypeError, ValueError) as err:  # FAISS without fp16, OOM
+                        print(f"skip {name} N={n_docs} B={n_queries} k={k}: {str(err).splitlines()[0]}")
+                        continue
+                    gbs = doc_bytes / ms / 1e6
+                    rows.append(dict(N=n_docs, B=n_queries, k=k, method=name, ms=round(ms, 3), gbs=round(gbs, 1),
+                                     frac_copy=round(gbs / copy_gbs, 3) if copy_gbs else None))  # fmt: skip
+        del docs, methods  # free D before allocating the next N
+    return dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype=str(dtype),
+                dim=args.dim, threads=torch.get_num_threads(), copy_gbs=copy_gbs, rows=rows)  # fmt: skip
+
+
+def _print_table(result: dict) -> None:
+    print(f"device={result['device']} dtype={result['dtype']} d={result['dim']} threads={result['threads']}"
+          + (f" copy={result['copy_gbs']:.0f} GB/s (read+write)" if result["copy_gbs"] else ""))  # fmt: skip
+    header = f"{'N':>10} {'B':>5} {'k':>4} {'method':<16} {'ms':>10} {'GB/s':>8}"
+    print(header + (f" {'copy%':>6}" if result["copy_gbs"] else ""))
+    for r in result["rows"]:
+        line = f"{r['N']:>10} {r['B']:>5} {r['k']:>4} {r['method']:<16} {r['ms']:>10.2f} {r['gbs']:>8.1f}"
+        print(line + (f" {100 * r['frac_copy']:>5.0f}%" if r["frac_copy"] is not None else ""))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench_results/topk.json"), help="JSON results path")
+    parser.add_argument("--quick", action="store_true", help="smaller N for a smoke run")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), help="default: float16 on CUDA, float32 on CPU")
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    result = run(args)
+    _print_table(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
