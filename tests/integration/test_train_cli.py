@@ -1,0 +1,50 @@
+"""A real (tiny) run through the CLI: 20 training steps, then eval of the saved checkpoint."""
+
+import json
+
+from helpers import TINY
+
+from rag_e2e.cli import main
+
+EXPECTED_KEYS = {"init/recall@1", "init/recall@5", "init/em", "test/em", "test/f1", "test/recall@1",
+                 "test/recall@5", "test/mrr"}
+
+
+def _run_dir(out: str):
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("metrics: ")
+    from pathlib import Path
+
+    return Path(last.removeprefix("metrics: ")).parent
+
+
+def test_train_20_steps_then_eval_checkpoint(tmp_path, capsys):
+    args = [*TINY, f"output_dir={tmp_path}", "name=tiny", "trainer.max_steps=20", "trainer.val_check_interval=10",
+            "model.reader_loss_weight=1.0", "model.reader_warmup_steps=5", "logger.wandb=true"]
+    assert main(["train", *args]) == 0
+    run_dir = _run_dir(capsys.readouterr().out)
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert EXPECTED_KEYS <= metrics.keys()
+    assert metrics["train/steps"] == 20
+    assert all(0.0 <= metrics[k] <= 1.0 for k in EXPECTED_KEYS)
+    assert (run_dir / "config.yaml").read_text().count("max_steps: 20") == 1
+    preds = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 40 - 40 // 3  # one held-out question per entity: a third dev, the rest test
+    assert {"question", "retrieved", "scores", "answer", "gold"} <= preds[0].keys()
+    assert len(preds[0]["retrieved"]) == 3 and preds[0]["scores"] == sorted(preds[0]["scores"], reverse=True)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert any((run_dir / "wandb").iterdir())  # offline W&B run written
+    assert (run_dir / "csv" / "metrics.csv").read_text().count("train/loss") == 1
+
+    assert main(["eval", str(run_dir / "checkpoints" / "last.ckpt"), "eval.num_beams=2"]) == 0
+    eval_metrics = json.loads((run_dir / "eval_metrics.json").read_text())
+    assert {"test/em", "test/recall@5"} <= eval_metrics.keys()
+    # same weights, same index, same questions: retrieval metrics are reproduced exactly
+    assert eval_metrics["test/recall@5"] == metrics["test/recall@5"]
+
+
+def test_bad_override_is_one_line_error(capsys):
+    assert main(["train", "trainer.max_step=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rag-e2e: error:") and "trainer.max_step" in err and "\n" not in err
