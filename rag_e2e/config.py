@@ -21,14 +21,14 @@ def _check(ok: bool, message: str) -> None:
 class SyntheticConfig:
     """The built-in synthetic knowledge base (see rag_e2e/data/synthetic.py)."""
 
-    num_entities: int = 600  # passages in the knowledge base, one per entity
+    num_entities: int = 200  # entities in the knowledge base
     num_reader_entities: int = 300  # extra entities, NOT in the KB, for the reader-only loss
-    attributes_per_entity: int = 3  # one question per attribute; one per entity is held out for dev/test
+    attributes_per_entity: int = 3  # one passage and one question per attribute; one per entity is held out
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check(self.num_entities >= 10, "set `data.synthetic.num_entities` >= 10")
-        _check(2 <= self.attributes_per_entity <= 4, "set `data.synthetic.attributes_per_entity` in [2, 4]")
+        _check(1 <= self.attributes_per_entity <= 4, "set `data.synthetic.attributes_per_entity` in [1, 4]")
         _check(self.num_reader_entities >= 0, "set `data.synthetic.num_reader_entities` >= 0")
 
 
@@ -46,15 +46,18 @@ class DataConfig:
     split_seed: int = 0
     max_eval_questions: int | None = None  # cap dev/test size for quick runs
     batch_size: int = 16
+    reader_batch_size: int = 32  # reader-only examples per step (when model.reader_loss_weight > 0)
     eval_batch_size: int = 32
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.source == "synthetic" or self.qa_path is not None, f"set `data.qa_path` for data.source={self.source}")
+        _check(self.source == "synthetic" or self.qa_path is not None,
+               f"set `data.qa_path` for data.source={self.source}")
         _check(self.source != "files" or self.corpus_path is not None, "set `data.corpus_path` for data.source=files")
         _check(len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1) < 1e-6,
                "set `data.split_fractions` to three numbers summing to 1 (train, dev, test)")
-        _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "set `data.batch_size` and `data.eval_batch_size` >= 1")
+        _check(min(self.batch_size, self.eval_batch_size, self.reader_batch_size) >= 1,
+               "set `data.batch_size`, `data.reader_batch_size` and `data.eval_batch_size` >= 1")
 
 
 @dataclass
@@ -120,7 +123,8 @@ class ModelConfig:
     warmup_steps: int = 0  # linear LR warm-up
     label_smoothing: float = 0.0
     reader_loss_weight: float = 0.0  # auxiliary (gold passage, question) -> answer loss on reader-only data
-    reader_warmup_steps: int = 0  # steps of reader-only loss before the RAG loss starts
+    reader_warmup_steps: int = 0  # at most this many steps of reader-only loss before the RAG loss starts
+    reader_ready_nll: float | None = None  # ...or fewer: once the reader's running NLL (nats/answer) is below this
 
     def __post_init__(self) -> None:
         _check(self.lr > 0 and self.retriever_lr >= 0, "set `model.lr` > 0 and `model.retriever_lr` >= 0")

@@ -61,12 +61,14 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                           warmup_steps=m.warmup_steps, label_smoothing=m.label_smoothing,
                           freeze_query_encoder=cfg.retriever.freeze_query_encoder,
                           reader_loss_weight=m.reader_loss_weight, reader_warmup_steps=m.reader_warmup_steps,
+                          reader_ready_nll=m.reader_ready_nll,
                           eval_ks=tuple(cfg.eval.ks), num_beams=cfg.eval.num_beams,
                           max_new_tokens=cfg.eval.max_new_tokens)
     collator = QACollator(q_tokenizer, g_tokenizer, enc_cfg.max_query_length, gen_cfg.max_target_length)
     datamodule = RagDataModule(data.train, data.dev, data.test, data.reader, collator,
                                batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
-                               num_workers=cfg.data.num_workers, use_reader=m.reader_loss_weight > 0)
+                               reader_batch_size=cfg.data.reader_batch_size, num_workers=cfg.data.num_workers,
+                               use_reader=m.reader_loss_weight > 0)
     return Assembled(data, module, datamodule)
 
 
@@ -148,6 +150,7 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
     metrics.update(_test(trainer, parts.module, parts.datamodule, "test"))
     metrics["time/total_s"] = round(time.time() - started, 1)
     metrics["train/steps"] = trainer.global_step
+    metrics["train/rag_start_step"] = parts.module.rag_start_step
     write_predictions(run_dir / "predictions.jsonl", parts.module.predictions)
     _write_json(run_dir / "metrics.json", metrics)
     return run_dir / "metrics.json"

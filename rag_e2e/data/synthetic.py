@@ -1,10 +1,11 @@
 """A deterministic synthetic knowledge base for the default experiment.
 
-Each made-up entity ("Tovarin Beskal") gets one passage listing a few attributes whose values are made-up words
-used nowhere else ("Tovarin Beskal was born in the town of Zumerat."), so an answer can only be read from its own
-passage: the generator cannot guess it and a wrong passage cannot supply it. Questions name the entity and ask for
-one attribute. Per KB entity one attribute's question is held out (dev or test); the others are for training, so a
-test question asks something never asked in training about an entity whose name the retriever has seen.
+Each made-up entity ("Tovarin Beskal") has a few attributes, one passage each, whose values are word pairs used
+nowhere else ("Amber Falcon is the town where Tovarin Beskal was born."), so an answer can only be read from its own
+passage: the generator cannot guess it (one of 3,416 pairs) and no other passage can supply it. Questions name the
+entity and ask for one attribute. Per KB entity one attribute's question is held out (dev or test) and the others
+are for training, so a test question's gold passage was never retrieved for training, though its entity's name and
+its relation were each seen in other training questions.
 
 Reader-only entities are NOT in the knowledge base: their (passage, question, answer) triples teach the generator
 to read, without leaking which KB passage answers which question.
@@ -17,16 +18,32 @@ from dataclasses import dataclass
 
 from rag_e2e.data.types import Passage, QAExample
 
+# Answers are two common words ("Amber Falcon"): each word recurs across the KB, so a small reader learns to
+# copy it quickly, while each pair is used once, so the answer string still occurs in a single passage.
+_ADJECTIVES = (
+    "amber azure bitter bold brave bright calm clever cold copper coral crimson dark deep dusty eager early fierce "
+    "gentle giant golden green grey happy hidden hollow humble iron ivory jade lazy little lone lucky marble misty "
+    "noble northern pale proud purple quiet rapid red rough royal rusty scarlet secret silent silver small smooth "
+    "solar southern steady swift tall violet warm wild"
+).split()
+_NOUNS = (
+    "anchor arrow badger bear beacon bell birch canyon castle cedar cliff cloud comet crane crow dawn eagle falcon "
+    "feather fern flame forest fox garden glacier harbor hawk heron hill island lantern maple meadow mirror moon "
+    "mountain oak otter owl pine rabbit raven ridge rock rose shadow sparrow star stone storm summit thunder tiger "
+    "valley willow wolf"
+).split()
+
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "tr", "st"]
 _VOWELS = ["a", "e", "i", "o", "u"]
 _CODAS = ["", "", "n", "r", "l", "s", "k", "m"]
 
-# (attribute, passage sentence, question); {name} is the entity, {value} the answer.
+# (attribute, passage, question); {name} is the entity, {value} the answer. The answer opens its passage, so the
+# reader's job is a plain copy and the learning that remains is the retriever's.
 _ATTRIBUTES = [
-    ("town", "{name} was born in the town of {value}.", "where was {name} born?"),
-    ("company", "{name} works for a company called {value}.", "which company does {name} work for?"),
-    ("pet", "{name} has a pet named {value}.", "what is the name of the pet of {name}?"),
-    ("river", "{name} lives near the river {value}.", "which river does {name} live near?"),
+    ("town", "{value} is the town where {name} was born.", "where was {name} born?"),
+    ("company", "{value} is the company that {name} works for.", "which company does {name} work for?"),
+    ("pet", "{value} is the name of the pet of {name}.", "what is the name of the pet of {name}?"),
+    ("river", "{value} is the river that {name} lives near.", "which river does {name} live near?"),
 ]
 
 
@@ -55,26 +72,25 @@ def _unique_words(rng: random.Random, count: int, syllables: int, taken: set[str
     return words
 
 
-def _entity(rng: random.Random, pid: str, name: str, values: list[str]) -> tuple[Passage, list[QAExample]]:
-    attrs = _ATTRIBUTES[: len(values)]
-    sentences = [sentence.format(name=name, value=v) for (_, sentence, _), v in zip(attrs, values)]
-    rng.shuffle(sentences)
-    passage = Passage(pid=pid, text=" ".join(sentences), title=name)
-    questions = [
-        QAExample(qid=f"{pid}-{attr}", question=q.format(name=name), answers=(v,), gold_pids=(pid,), group=pid,
-                  context=(name, passage.text))
-        for (attr, _, q), v in zip(attrs, values)
-    ]
-    return passage, questions
+def _entity(prefix: str, name: str, values: list[str]) -> list[tuple[Passage, QAExample]]:
+    """One passage and one question per attribute of an entity."""
+    out = []
+    for (attr, sentence, question), value in zip(_ATTRIBUTES, values):
+        passage = Passage(pid=f"{prefix}-{attr}", text=sentence.format(name=name, value=value), title="")
+        qa = QAExample(qid=passage.pid, question=question.format(name=name), answers=(value,),
+                       gold_pids=(passage.pid,), group=prefix, context=(passage.title, passage.text))
+        out.append((passage, qa))
+    return out
 
 
-def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_per_entity: int, seed: int) -> SyntheticKB:
+def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_per_entity: int,
+                      seed: int) -> SyntheticKB:
     """Generate the knowledge base; the same arguments always give the same data.
 
     Args:
-        num_entities: passages in the corpus (one per entity).
+        num_entities: entities in the corpus; each has `attributes_per_entity` passages.
         num_reader_entities: extra entities outside the corpus, for the reader-only loss.
-        attributes_per_entity: attributes (= questions) per entity, 2 to 4.
+        attributes_per_entity: attributes (= passages = questions) per entity, 1 to 4.
         seed: RNG seed.
     """
     rng = random.Random(seed)
@@ -82,7 +98,10 @@ def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_pe
     taken: set[str] = set()
     first = _unique_words(rng, total, 2, taken)
     last = _unique_words(rng, total, 2, taken)
-    values = _unique_words(rng, total * attributes_per_entity, 3, taken)
+    pairs = [f"{a} {n}".title() for a in _ADJECTIVES for n in _NOUNS]
+    if total * attributes_per_entity > len(pairs):
+        raise ValueError(f"at most {len(pairs)} answers: lower num_entities, num_reader_entities or attributes")
+    values = rng.sample(pairs, total * attributes_per_entity)
 
     corpus: list[Passage] = []
     train: list[QAExample] = []
@@ -90,16 +109,15 @@ def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_pe
     reader: list[QAExample] = []
     for i in range(total):
         in_kb = i < num_entities
-        pid = f"e{i}" if in_kb else f"r{i - num_entities}"
         vals = values[i * attributes_per_entity : (i + 1) * attributes_per_entity]
-        passage, questions = _entity(rng, pid, f"{first[i]} {last[i]}", vals)
+        items = _entity(f"e{i}" if in_kb else f"r{i - num_entities}", f"{first[i]} {last[i]}", vals)
         if not in_kb:
-            reader.extend(questions)
+            reader.extend(qa for _, qa in items)
             continue
-        corpus.append(passage)
-        held = rng.randrange(len(questions))
-        held_out.append(questions[held])
-        train.extend(q for j, q in enumerate(questions) if j != held)
+        corpus.extend(p for p, _ in items)
+        held = rng.randrange(len(items))  # this attribute is never asked in training
+        held_out.append(items[held][1])
+        train.extend(qa for j, (_, qa) in enumerate(items) if j != held)
     rng.shuffle(held_out)
     n_dev = len(held_out) // 3
     return SyntheticKB(corpus, train, held_out[:n_dev], held_out[n_dev:], reader)

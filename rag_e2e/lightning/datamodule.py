@@ -51,11 +51,12 @@ class RagDataModule(L.LightningDataModule):
 
     def __init__(self, train: list[QAExample], dev: list[QAExample], test: list[QAExample],
                  reader: list[QAExample], collator: QACollator, *, batch_size: int, eval_batch_size: int,
-                 num_workers: int = 0, use_reader: bool = False):
+                 reader_batch_size: int | None = None, num_workers: int = 0, use_reader: bool = False):
         super().__init__()
         self.train, self.dev, self.test, self.reader = train, dev, test, reader
         self.collator = collator
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.reader_batch_size = reader_batch_size or batch_size
         self.use_reader = use_reader and bool(reader)
 
     def _loader(self, examples: list[QAExample], batch_size: int, shuffle: bool) -> DataLoader:
@@ -66,7 +67,7 @@ class RagDataModule(L.LightningDataModule):
         rag = self._loader(self.train, self.batch_size, shuffle=True)
         if not self.use_reader:
             return rag
-        reader = self._loader(self.reader, self.batch_size, shuffle=True)
+        reader = self._loader(self.reader, self.reader_batch_size, shuffle=True)
         return CombinedLoader({"rag": rag, "reader": reader}, mode="max_size_cycle")
 
     def val_dataloader(self) -> DataLoader:

@@ -19,13 +19,15 @@ class RagLitModule(L.LightningModule):
         retriever_lr: query-encoder learning rate.
         freeze_query_encoder: keep the retriever fixed (the control run).
         reader_loss_weight: weight of the supervised (gold passage, question) -> answer loss on reader-only data.
-        reader_warmup_steps: steps that train the reader alone before the RAG loss is switched on.
+        reader_warmup_steps: at most this many steps train the reader alone before the RAG loss is switched on.
+        reader_ready_nll: end the warm-up early once the reader's running NLL falls below this (it can read):
+            training the retriever against a reader that cannot read yet makes recall collapse.
         eval_ks: recall@k cut-offs; max(eval_ks) passages are retrieved at evaluation, the top k are read.
     """
 
     def __init__(self, rag: RagModel, *, lr: float = 1e-3, retriever_lr: float = 1e-4, weight_decay: float = 0.0,
                  warmup_steps: int = 0, label_smoothing: float = 0.0, freeze_query_encoder: bool = False,
-                 reader_loss_weight: float = 0.0, reader_warmup_steps: int = 0,
+                 reader_loss_weight: float = 0.0, reader_warmup_steps: int = 0, reader_ready_nll: float | None = None,
                  eval_ks: tuple[int, ...] = (1, 5, 10), num_beams: int = 1, max_new_tokens: int = 16):
         super().__init__()
         self.rag = rag
@@ -33,6 +35,9 @@ class RagLitModule(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.freeze_query_encoder = freeze_query_encoder
         self.reader_loss_weight, self.reader_warmup_steps = reader_loss_weight, reader_warmup_steps
+        self.reader_ready_nll = reader_ready_nll
+        self.rag_start_step: int | None = None  # first step with the RAG loss (saved in checkpoints)
+        self._reader_nll_ema: float | None = None
         self.eval_ks, self.num_beams, self.max_new_tokens = tuple(eval_ks), num_beams, max_new_tokens
         # Passage vectors in the index are constants in this module, so the passage tower never trains here.
         rag.encoder.freeze(query=freeze_query_encoder, passage=not rag.encoder.shared)
@@ -46,7 +51,7 @@ class RagLitModule(L.LightningModule):
         reader_batch: QABatch | None = batch.get("reader") if isinstance(batch, dict) else None
         loss = torch.zeros((), device=self.device)
         size = len(rag_batch.examples)
-        if self.global_step >= self.reader_warmup_steps:
+        if self._rag_active():
             nll, ret = self.rag(rag_batch.q_ids, rag_batch.q_mask, rag_batch.questions, rag_batch.labels,
                                 epsilon=self.label_smoothing)
             loss = loss + nll.mean()
@@ -59,8 +64,25 @@ class RagLitModule(L.LightningModule):
             reader_nll = self.rag.reader_nll([c[0] for c in ctx], [c[1] for c in ctx], reader_batch.questions, answers)
             loss = loss + self.reader_loss_weight * reader_nll.mean()
             self.log("train/reader_nll", reader_nll.mean(), batch_size=len(answers))
+            value = reader_nll.mean().item()
+            self._reader_nll_ema = value if self._reader_nll_ema is None else 0.9 * self._reader_nll_ema + 0.1 * value
         self.log("train/loss", loss, batch_size=size)
         return loss
+
+    def _rag_active(self) -> bool:
+        """Whether the reader warm-up is over (a fixed number of steps, or earlier once the reader can read)."""
+        if self.rag_start_step is None:
+            ready = self.reader_ready_nll is not None and self._reader_nll_ema is not None and \
+                self._reader_nll_ema < self.reader_ready_nll
+            if ready or self.global_step >= self.reader_warmup_steps:
+                self.rag_start_step = self.global_step
+        return self.rag_start_step is not None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rag_start_step"] = self.rag_start_step
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.rag_start_step = checkpoint.get("rag_start_step")
 
     # ---- evaluation (validation and test share one step) ---------------------------------------------------------
     def _ranks(self, batch: QABatch, rows: torch.Tensor) -> list[int | None]:

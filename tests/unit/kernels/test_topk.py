@@ -9,6 +9,7 @@ import secrets  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
 from rag_e2e.kernels import topk as topk_mod  # noqa: E402
 from rag_e2e.kernels import topk_scores, topk_scores_reference  # noqa: E402
 
