@@ -27,14 +27,14 @@ def cmd_train(args: list[str]) -> int:
 def cmd_eval(args: list[str]) -> int:
     from rag_e2e.compose import load_run_config
     from rag_e2e.errors import ConfigError
-    from rag_e2e.train import evaluate
+    from rag_e2e.train import evaluate, run_dir_of
 
     if not args:
         raise ConfigError("rag-e2e eval needs a checkpoint path: rag-e2e eval runs/<run>/checkpoints/last.ckpt")
     checkpoint = Path(args[0])
     if not checkpoint.is_file():
         raise ConfigError(f"{checkpoint}: checkpoint not found")
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    run_dir = run_dir_of(checkpoint)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir / 'config.yaml'}: not found; eval reads the run's config from beside it")
     metrics_path = evaluate(checkpoint, load_run_config(run_dir / "config.yaml", args[1:]))

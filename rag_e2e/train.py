@@ -37,8 +37,17 @@ class Assembled:
     datamodule: RagDataModule
 
 
-def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True) -> Assembled:
-    """config -> data -> encoders -> index -> generator -> RagModel -> Lightning module and datamodule."""
+def _load_prefixed(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], prefix: str) -> None:
+    module.load_state_dict({key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)})
+
+
+def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True,
+             state_dict: dict[str, torch.Tensor] | None = None) -> Assembled:
+    """config -> data -> encoders -> index -> generator -> RagModel -> Lightning module and datamodule.
+
+    `state_dict` (a RagLitModule checkpoint's) is loaded into the encoders before the corpus is encoded, so the
+    index comes from the checkpoint's passage tower.
+    """
     data = load_data(cfg.data, base_dir)
     enc_cfg, gen_cfg = cfg.encoder, cfg.generator
     q_tokenizer = load_tokenizer(enc_cfg.name_or_path or enc_cfg.tokenizer)
@@ -46,6 +55,8 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                                             num_layers=enc_cfg.num_layers, num_heads=enc_cfg.num_heads,
                                             intermediate_size=enc_cfg.intermediate_size, seed=enc_cfg.seed),
                         pooling=enc_cfg.pooling, shared=enc_cfg.shared_towers)
+    if state_dict is not None:
+        _load_prefixed(encoder, state_dict, "rag.encoder.")
     p_reps = encode_passages(encoder, q_tokenizer, data.corpus, cfg.retriever.encode_batch_size,
                              enc_cfg.max_passage_length, progress=progress)
     index = build_index(cfg.retriever.index, p_reps)
@@ -53,6 +64,8 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                                              warm_start=gen_cfg.warm_start, d_model=gen_cfg.d_model,
                                              num_layers=gen_cfg.num_layers, num_heads=gen_cfg.num_heads,
                                              ffn_dim=gen_cfg.ffn_dim, seed=gen_cfg.seed)
+    if state_dict is not None:
+        _load_prefixed(generator, state_dict, "rag.generator.")
     rag = RagModel(encoder, generator, g_tokenizer, data.corpus, index, k=min(cfg.retriever.k, index.size),
                    temperature=cfg.retriever.temperature, loss=cfg.model.loss,
                    max_source_length=gen_cfg.max_source_length, max_target_length=gen_cfg.max_target_length)
@@ -84,8 +97,8 @@ def _loggers(cfg: RunConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
-def build_trainer(cfg: RunConfig, run_dir: Path, progress: bool = True) -> L.Trainer:
-    """The Lightning Trainer from `cfg.trainer`, with checkpointing, progress bar and loggers."""
+def build_trainer(cfg: RunConfig, run_dir: Path, progress: bool = True, log: bool = True) -> L.Trainer:
+    """The Lightning Trainer from `cfg.trainer`, with checkpointing, progress bar and (unless `log` is off) loggers."""
     t = cfg.trainer
     callbacks = [ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step{step}", save_last=True,
                                  auto_insert_metric_name=False)]
@@ -95,32 +108,37 @@ def build_trainer(cfg: RunConfig, run_dir: Path, progress: bool = True) -> L.Tra
                      limit_val_batches=t.limit_val_batches, accelerator=t.accelerator, devices=t.devices,
                      precision=t.precision, gradient_clip_val=t.gradient_clip_val,
                      log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0, callbacks=callbacks,
-                     logger=_loggers(cfg, run_dir) or False, enable_progress_bar=progress,
+                     logger=(log and _loggers(cfg, run_dir)) or False, enable_progress_bar=progress,
                      enable_model_summary=False, default_root_dir=str(run_dir))
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
-    run_dir = Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    suffix = 0
+    base = Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, suffix = base, 0
     while run_dir.exists():  # two runs started in the same second
         suffix += 1
-        run_dir = run_dir.with_name(f"{run_dir.name.rsplit('.', 1)[0]}.{suffix}")
+        run_dir = base.with_name(f"{base.name}.{suffix}")
     run_dir.mkdir(parents=True)
     return run_dir
 
 
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")  # never leave a half-written file behind
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to (checkpoints live in <run>/checkpoints/)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")  # never leave a half-written file behind
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def _write_json(path: Path, value) -> None:
+    _atomic_write(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def write_predictions(path: Path, records: list[dict]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
-    tmp.replace(path)
+    _atomic_write(path, "".join(json.dumps(rec) + "\n" for rec in records))
 
 
 def _test(trainer: L.Trainer, module: RagLitModule, dm: RagDataModule, prefix: str) -> dict[str, float]:
@@ -159,19 +177,11 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
 def evaluate(checkpoint: Path, cfg: RunConfig, progress: bool = True) -> Path:
     """Evaluate a checkpoint on the test split; writes eval_metrics.json and eval_predictions.jsonl beside the run."""
     L.seed_everything(cfg.trainer.seed, verbose=False)
-    parts = assemble(cfg, progress=progress)
+    # The index is encoded by the checkpoint's passage tower (with shared towers it may have moved in training).
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    parts.module.load_state_dict(state)
-    # The passage tower may have changed since the index was built (shared towers): rebuild it from the checkpoint.
-    rag = parts.module.rag
-    q_tokenizer = parts.datamodule.collator.query_tokenizer
-    rag.set_index(build_index(cfg.retriever.index, encode_passages(
-        rag.encoder, q_tokenizer, rag.corpus, cfg.retriever.encode_batch_size, cfg.encoder.max_passage_length,
-        progress=progress)))
-    out_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    cfg.logger.wandb = False
-    trainer = build_trainer(cfg, out_dir, progress)
-    trainer.loggers = []
+    parts = assemble(cfg, progress=progress, state_dict=state)
+    out_dir = run_dir_of(checkpoint)
+    trainer = build_trainer(cfg, out_dir, progress, log=False)
     metrics = _test(trainer, parts.module, parts.datamodule, "test")
     write_predictions(out_dir / "eval_predictions.jsonl", parts.module.predictions)
     _write_json(out_dir / "eval_metrics.json", metrics)

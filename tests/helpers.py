@@ -32,3 +32,14 @@ def tiny_config(*overrides: str, output_dir: Path | None = None) -> RunConfig:
     """The default experiment shrunk to tiny random models and a 40-passage knowledge base."""
     extra = [f"output_dir={output_dir}"] if output_dir is not None else []
     return compose([*TINY, *extra, *overrides])
+
+
+def assert_data_error(exc, path: Path, line: int | None, field: str | None, text: str) -> None:
+    """A DataFormatError names file, line and field, both as attributes and in its one-line message."""
+    err = exc.value
+    assert (err.path, err.line, err.field) == (str(path), line, field)
+    msg = str(err)
+    assert msg.startswith(f"{path}:{line}:" if line is not None else f"{path}:")
+    if field is not None:
+        assert f"field '{field}'" in msg
+    assert text in msg

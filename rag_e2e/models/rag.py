@@ -37,13 +37,11 @@ class RagModel(nn.Module):
                  corpus: list[Passage], index: Index, *, k: int, temperature: float, loss: LossKind,
                  max_source_length: int, max_target_length: int):
         super().__init__()
-        if index.size != len(corpus):
-            raise ValueError(f"index has {index.size} vectors but the corpus has {len(corpus)} passages")
         self.encoder = encoder
         self.generator = generator
         self.gen_tokenizer = gen_tokenizer
         self.corpus = corpus
-        self.index = index
+        self.set_index(index)
         self.k, self.temperature, self.loss_kind = k, temperature, loss
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
 

@@ -6,6 +6,7 @@ import gzip
 from pathlib import Path
 
 import pytest
+from helpers import assert_data_error
 
 from rag_e2e.data.corpus import load_corpus, load_corpus_jsonl, load_dpr_tsv
 from rag_e2e.data.types import Passage
@@ -29,19 +30,6 @@ EXPECTED = [
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _assert_error(
-    exc: pytest.ExceptionInfo[DataFormatError], path: Path, line: int | None, field: str | None, text: str
-):
-    """The error names file, line and field, both as attributes and in the one-line message."""
-    err = exc.value
-    assert (err.path, err.line, err.field) == (str(path), line, field)
-    msg = str(err)
-    assert msg.startswith(f"{path}:{line}:" if line is not None else f"{path}:")
-    if field is not None:
-        assert f"field '{field}'" in msg
-    assert text in msg
 
 
 def test_load_dpr_tsv(tmp_path):
@@ -78,18 +66,18 @@ def test_dpr_tsv_errors(tmp_path, body, line, field, text):
     path = _write(tmp_path / "psgs.tsv", "id\ttext\ttitle\n" + body)
     with pytest.raises(DataFormatError) as exc:
         load_dpr_tsv(path)
-    _assert_error(exc, path, line, field, text)
+    assert_data_error(exc, path, line, field, text)
 
 
 def test_dpr_tsv_header_errors(tmp_path):
     path = _write(tmp_path / "psgs.tsv", "pid\ttext\ttitle\n1\tx\tT\n")
     with pytest.raises(DataFormatError) as exc:
         load_dpr_tsv(path)
-    _assert_error(exc, path, 1, "id", "lacks column 'id'")
+    assert_data_error(exc, path, 1, "id", "lacks column 'id'")
     path = _write(tmp_path / "empty.tsv", "\n")
     with pytest.raises(DataFormatError) as exc:
         load_dpr_tsv(path)
-    _assert_error(exc, path, None, None, "empty file")
+    assert_data_error(exc, path, None, None, "empty file")
 
 
 def test_corrupt_gzip(tmp_path):
@@ -97,7 +85,7 @@ def test_corrupt_gzip(tmp_path):
     path.write_bytes(b"not gzip at all")
     with pytest.raises(DataFormatError) as exc:
         load_corpus(path)
-    _assert_error(exc, path, 1, None, "cannot read")
+    assert_data_error(exc, path, 1, None, "cannot read")
 
 
 def test_load_corpus_jsonl(tmp_path):
@@ -126,18 +114,18 @@ def test_corpus_jsonl_errors(tmp_path, line3, field, text):
     path = _write(tmp_path / "corpus.jsonl", '{"id": "a", "text": "x"}\n\n' + line3 + "\n")
     with pytest.raises(DataFormatError) as exc:
         load_corpus_jsonl(path)
-    _assert_error(exc, path, 3, field, text)
+    assert_data_error(exc, path, 3, field, text)
 
 
 def test_load_corpus_dispatch_errors(tmp_path):
     path = tmp_path / "missing.tsv"
     with pytest.raises(DataFormatError) as exc:
         load_corpus(path)
-    _assert_error(exc, path, None, None, "file not found")
+    assert_data_error(exc, path, None, None, "file not found")
     path = _write(tmp_path / "corpus.csv", "id,text\n")
     with pytest.raises(DataFormatError) as exc:
         load_corpus(path)
-    _assert_error(exc, path, None, None, "cannot infer corpus format from '.csv'")
+    assert_data_error(exc, path, None, None, "cannot infer corpus format from '.csv'")
     assert load_corpus(_write(tmp_path / "c.txt", "id\ttext\n1\tx\n"), fmt="dpr_tsv") == [Passage("1", "x")]
     with pytest.raises(ValueError, match="fmt must be"):
         load_corpus(path, fmt="csv")  # type: ignore[arg-type]

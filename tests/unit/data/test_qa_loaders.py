@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import assert_data_error
 
 from rag_e2e.data.qa import load_nq_open, load_qa, load_qa_jsonl, load_squad, split_by_group
 from rag_e2e.data.types import Passage, QAExample
@@ -68,19 +69,6 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def _assert_error(
-    exc: pytest.ExceptionInfo[DataFormatError], path: Path, line: int | None, field: str | None, text: str
-):
-    """The error names file, line and field, both as attributes and in the one-line message."""
-    err = exc.value
-    assert (err.path, err.line, err.field) == (str(path), line, field)
-    msg = str(err)
-    assert msg.startswith(f"{path}:{line}:" if line is not None else f"{path}:")
-    if field is not None:
-        assert f"field '{field}'" in msg
-    assert text in msg
-
-
 # --- SQuAD ---------------------------------------------------------------------------------------------------------
 
 
@@ -116,7 +104,7 @@ def test_squad_zip_needs_exactly_one_json_member(tmp_path, members, n_json):
             zf.writestr(name, "{}")
     with pytest.raises(DataFormatError) as exc:
         load_squad(path)
-    _assert_error(exc, path, None, None, f"holds {n_json} .json members")
+    assert_data_error(exc, path, None, None, f"holds {n_json} .json members")
 
 
 def test_squad_not_a_zip(tmp_path):
@@ -124,7 +112,7 @@ def test_squad_not_a_zip(tmp_path):
     path.write_text("plain text")
     with pytest.raises(DataFormatError) as exc:
         load_squad(path)
-    _assert_error(exc, path, None, None, "not a valid zip archive")
+    assert_data_error(exc, path, None, None, "not a valid zip archive")
 
 
 def test_squad_invalid_json_reports_line(tmp_path):
@@ -132,7 +120,7 @@ def test_squad_invalid_json_reports_line(tmp_path):
     path.write_text('{\n  "data": [\n    oops\n  ]\n}\n')
     with pytest.raises(DataFormatError) as exc:
         load_squad(path)
-    _assert_error(exc, path, 3, None, "invalid JSON: Expecting value (column 5)")
+    assert_data_error(exc, path, 3, None, "invalid JSON: Expecting value (column 5)")
 
 
 def test_squad_invalid_json_in_zip_names_member(tmp_path):
@@ -141,7 +129,7 @@ def test_squad_invalid_json_in_zip_names_member(tmp_path):
         zf.writestr("inner/dev.json", '{"data": [,]}')
     with pytest.raises(DataFormatError) as exc:
         load_squad(path)
-    _assert_error(exc, path, 1, None, "invalid JSON in member 'inner/dev.json'")
+    assert_data_error(exc, path, 1, None, "invalid JSON in member 'inner/dev.json'")
 
 
 def _without(doc: dict, *keys: str | int) -> dict:
@@ -176,7 +164,7 @@ def test_squad_missing_field(tmp_path, keys, line, field):
     path = _write_json(tmp_path / "dev.json", _without(SQUAD, *keys))
     with pytest.raises(DataFormatError) as exc:
         load_squad(path)
-    _assert_error(exc, path, line, field, "missing; expected")
+    assert_data_error(exc, path, line, field, "missing; expected")
 
 
 @pytest.mark.parametrize(
@@ -203,7 +191,7 @@ def test_squad_wrong_types(tmp_path, mutate, line, field, text):
     path = _write_json(tmp_path / "dev.json", doc)
     with pytest.raises(DataFormatError) as exc:
         load_squad(path)
-    _assert_error(exc, path, line, field, text)
+    assert_data_error(exc, path, line, field, text)
 
 
 @pytest.mark.parametrize("name", ["missing.json", "missing.zip", "missing.jsonl"])
@@ -211,7 +199,7 @@ def test_missing_file(tmp_path, name):
     path = tmp_path / name
     with pytest.raises(DataFormatError) as exc:
         load_qa(path)
-    _assert_error(exc, path, None, None, "file not found")
+    assert_data_error(exc, path, None, None, "file not found")
 
 
 # --- NQ-open and generic JSONL -------------------------------------------------------------------------------------
@@ -247,7 +235,7 @@ def test_nq_open_errors(tmp_path, line2, field, text):
     path = _write_lines(tmp_path / "nq.jsonl", ['{"question": "ok", "answer": ["ok"]}', line2])
     with pytest.raises(DataFormatError) as exc:
         load_nq_open(path)
-    _assert_error(exc, path, 2, field, text)
+    assert_data_error(exc, path, 2, field, text)
 
 
 def test_nq_open_bad_utf8_names_line(tmp_path):
@@ -255,7 +243,7 @@ def test_nq_open_bad_utf8_names_line(tmp_path):
     path.write_bytes(b'{"question": "ok", "answer": ["ok"]}\n{"question": "\xff", "answer": ["x"]}\n')
     with pytest.raises(DataFormatError) as exc:
         load_nq_open(path)
-    _assert_error(exc, path, 2, None, "not valid UTF-8")
+    assert_data_error(exc, path, 2, None, "not valid UTF-8")
 
 
 def test_load_qa_jsonl(tmp_path):
@@ -292,7 +280,7 @@ def test_qa_jsonl_errors(tmp_path, line2, field, text):
     path = _write_lines(tmp_path / "mine.jsonl", ['{"id": "a", "question": "ok", "answers": ["ok"]}', line2])
     with pytest.raises(DataFormatError) as exc:
         load_qa_jsonl(path)
-    _assert_error(exc, path, 2, field, text)
+    assert_data_error(exc, path, 2, field, text)
 
 
 def test_load_qa_dispatch(tmp_path):
@@ -308,12 +296,12 @@ def test_load_qa_forced_format_error_and_bad_arguments(tmp_path):
     nq = _write_lines(tmp_path / "nq.jsonl", ['{"question": "q", "answer": ["a"]}'])
     with pytest.raises(DataFormatError) as exc:
         load_qa(nq, fmt="jsonl")
-    _assert_error(exc, nq, 1, "answers", "missing")
+    assert_data_error(exc, nq, 1, "answers", "missing")
     odd = tmp_path / "data.csv"
     odd.write_text("q,a\n")
     with pytest.raises(DataFormatError) as exc:
         load_qa(odd)
-    _assert_error(exc, odd, None, None, "cannot infer QA format from '.csv'")
+    assert_data_error(exc, odd, None, None, "cannot infer QA format from '.csv'")
     with pytest.raises(ValueError, match="fmt must be"):
         load_qa(nq, fmt="csv")  # type: ignore[arg-type]
 
