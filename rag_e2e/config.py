@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rag_e2e.errors import ConfigError
+from rag_e2e.schedule import RefreshSchedule
 
 
 def _check(ok: bool, message: str) -> None:
@@ -104,12 +105,58 @@ class RetrieverConfig:
     k: int = 5  # documents marginalized over
     temperature: float = 0.1  # doc prior = softmax(q·d / temperature); raw dot products are too peaked
     freeze_query_encoder: bool = False
-    index: Literal["exact", "faiss_flat"] = "exact"
+    # Passage-side training, one key per mode. Default (both off) is query-side only: doc scores use the index's
+    # stored passage vectors. train_passage_encoder: the retrieved passages are re-encoded in-graph by the current
+    # passage tower, so q·d trains both towers (end to end; pair it with `refresh`). rerank_candidates = k' > k:
+    # search k' in the (stale) index, re-score them with the current towers, keep the best k.
+    train_passage_encoder: bool = False
+    rerank_candidates: int = 0
     encode_batch_size: int = 64
 
     def __post_init__(self) -> None:
         _check(self.k >= 1, "set `retriever.k` >= 1")
         _check(self.temperature > 0, "set `retriever.temperature` > 0")
+        _check(self.rerank_candidates == 0 or self.rerank_candidates > self.k,
+               "set `retriever.rerank_candidates` to 0 (off) or more than `retriever.k`")
+        _check(not (self.freeze_query_encoder and self.train_passage_encoder),
+               "`retriever.freeze_query_encoder` and `retriever.train_passage_encoder` exclude each other")
+
+
+@dataclass
+class IndexConfig:
+    """The passage index (see rag_e2e/retrieval/index.py). FAISS runs on GPU when FAISS sees one."""
+
+    kind: Literal["exact", "faiss_flat", "ivf_flat", "ivf_pq", "hnsw"] = "exact"
+    nlist: int = 256  # IVF: coarse clusters (capped at N/39 so k-means has enough points per centroid)
+    nprobe: int = 16  # IVF: clusters visited per query
+    pq_m: int = 16  # IVF-PQ: sub-quantizers; must divide the embedding dim
+    pq_bits: int = 8  # IVF-PQ: bits per sub-quantizer code
+    hnsw_m: int = 32  # HNSW: graph degree
+    ef_search: int = 128  # HNSW: search beam
+    embeddings_dir: str | None = None  # write corpus vectors to a memory-mapped array here (out of core, resumable)
+    embeddings_dtype: Literal["float16", "float32"] = "float16"
+    shard_size: int = 100_000  # passages per resumable encoding shard
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(min(self.nlist, self.nprobe, self.pq_m, self.hnsw_m, self.ef_search) >= 1,
+               "set `index.nlist`, `index.nprobe`, `index.pq_m`, `index.hnsw_m` and `index.ef_search` >= 1")
+        _check(1 <= self.pq_bits <= 16, "set `index.pq_bits` in [1, 16]")
+        _check(self.shard_size >= 1, "set `index.shard_size` >= 1")
+
+
+@dataclass
+class RefreshConfig:
+    """Re-encoding the corpus with the current passage tower and swapping in a rebuilt index, on a schedule."""
+
+    mode: Literal["off", "sync", "async"] = "off"  # sync: training waits; async: a background worker builds it
+    schedule: str = "500"  # every N steps, or ranges "0-1000:250,1000-:1000" (start-end:every; end exclusive)
+    probe_size: int = 64  # training questions whose stale vs fresh top-k measure staleness at each refresh
+    save_index: bool = True  # keep the live index under <run_dir>/index (resume reloads it instead of re-encoding)
+
+    def __post_init__(self) -> None:
+        RefreshSchedule.parse(self.schedule, key="refresh.schedule")  # one error naming the key if malformed
+        _check(self.probe_size >= 1, "set `refresh.probe_size` >= 1")
 
 
 @dataclass
@@ -119,6 +166,7 @@ class ModelConfig:
     loss: Literal["sequence", "token"] = "sequence"  # RAG-Sequence or RAG-Token marginalization
     lr: float = 1e-3  # generator
     retriever_lr: float = 1e-4  # query encoder
+    passage_lr: float | None = None  # passage encoder (retriever.train_passage_encoder); null = retriever_lr
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear LR warm-up
     label_smoothing: float = 0.0
@@ -150,6 +198,7 @@ class TrainerConfig:
     limit_val_batches: float = 1.0
     accelerator: str = "auto"
     devices: int = 1
+    strategy: str = "auto"  # "ddp" for several processes (gloo on CPU); passages are then sharded across ranks
     precision: str = "32-true"
     gradient_clip_val: float | None = 1.0
     log_every_n_steps: int = 10
@@ -173,10 +222,13 @@ class RunConfig:
 
     name: str = "default"
     output_dir: str = "runs"  # the run directory is <output_dir>/<name>-<timestamp>
+    run_dir: str | None = None  # or exactly this directory; a run found there is resumed from its last checkpoint
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -59,7 +59,7 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
         _load_prefixed(encoder, state_dict, "rag.encoder.")
     p_reps = encode_passages(encoder, q_tokenizer, data.corpus, cfg.retriever.encode_batch_size,
                              enc_cfg.max_passage_length, progress=progress)
-    index = build_index(cfg.retriever.index, p_reps)
+    index = build_index(cfg.index.kind, p_reps)
     generator, g_tokenizer = build_generator(gen_cfg.name_or_path, gen_cfg.tokenizer, arch=gen_cfg.arch,
                                              warm_start=gen_cfg.warm_start, d_model=gen_cfg.d_model,
                                              num_layers=gen_cfg.num_layers, num_heads=gen_cfg.num_heads,
