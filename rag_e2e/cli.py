@@ -10,6 +10,10 @@ USAGE = """usage: rag-e2e <command> [args]
   train [overrides...]                 train and evaluate; prints `metrics: <path>` last
   eval <checkpoint> [overrides...]     evaluate a checkpoint (config from its run directory)
   config [overrides...]                print the resolved config and exit
+  sweep <file.yaml> [overrides...]     run a W&B sweep file locally (grid/random), resumable; overrides apply to
+                                       every run
+  report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B]
+                                       Markdown + LaTeX tables (mean ± std over seeds) and PNG plots
 
 overrides: `group=name` (e.g. experiment=squad_open, data=squad) or `a.b=value` (e.g. trainer.max_steps=100)
 """
@@ -49,7 +53,37 @@ def cmd_config(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config}
+def cmd_sweep(args: list[str]) -> int:
+    from rag_e2e.sweep import cmd_sweep as run
+
+    return run(args)
+
+
+def cmd_report(args: list[str]) -> int:
+    from rag_e2e.errors import ConfigError
+    from rag_e2e.eval.report import collect_runs, write_report
+
+    options = {"out": "report", "title": "Results", "label": "name", "order": ""}
+    paths = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in options:
+            options[key] = value
+        elif sep:
+            raise ConfigError(f"rag-e2e report: unknown option `{key}` (options: {', '.join(options)})")
+        else:
+            paths.append(Path(arg))
+    if not paths:
+        raise ConfigError("rag-e2e report needs run directories (or folders holding them)")
+    runs = collect_runs(paths, label_keys=tuple(options["label"].split(",")))
+    order = [o for o in options["order"].split(",") if o] or None
+    written = write_report(runs, Path(options["out"]), title=options["title"], order=order)
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config, "sweep": cmd_sweep, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

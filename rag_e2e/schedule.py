@@ -27,7 +27,8 @@ class RefreshSchedule:
                 start, every = int(start_text), int(every_text)
                 end = int(end_text) if end_text.strip() else None
             except ValueError:
-                raise ConfigError(f"`{key}`: cannot read {part!r}; write N or ranges like 0-1000:250,1000-:1000")
+                raise ConfigError(f"`{key}`: cannot read {part!r}; write N or ranges like 0-1000:250,1000-:1000") \
+                    from None
             if every < 1 or start < 0 or (end is not None and end <= start):
                 raise ConfigError(f"`{key}`: {part!r} needs every >= 1 and 0 <= start < end")
             segments.append((start, end, every))

@@ -20,12 +20,15 @@ from omegaconf import OmegaConf
 from rag_e2e.compose import to_yaml
 from rag_e2e.config import RunConfig
 from rag_e2e.data.sources import RagData, load_data
+from rag_e2e.errors import ConfigError
 from rag_e2e.lightning.datamodule import QACollator, RagDataModule
 from rag_e2e.lightning.module import RagLitModule
+from rag_e2e.lightning.refresh_callback import IndexRefreshCallback
 from rag_e2e.models.generator import build_generator
 from rag_e2e.models.rag import RagModel
-from rag_e2e.retrieval.encoders import BiEncoder, build_encoder_model, encode_passages, load_tokenizer
-from rag_e2e.retrieval.index import build_index
+from rag_e2e.retrieval.encoders import BiEncoder, build_encoder_model, load_tokenizer
+from rag_e2e.retrieval.refresh import IndexBuilder
+from rag_e2e.schedule import RefreshSchedule
 
 
 @dataclass
@@ -35,18 +38,27 @@ class Assembled:
     data: RagData
     module: RagLitModule
     datamodule: RagDataModule
+    refresh: IndexRefreshCallback  # builds the index when training/testing starts, and rebuilds it on schedule
 
 
 def _load_prefixed(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], prefix: str) -> None:
     module.load_state_dict({key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)})
 
 
-def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True,
-             state_dict: dict[str, torch.Tensor] | None = None) -> Assembled:
-    """config -> data -> encoders -> index -> generator -> RagModel -> Lightning module and datamodule.
+def _index_params(cfg: RunConfig) -> dict:
+    i = cfg.index
+    return {"exact": {}, "faiss_flat": {}, "ivf_flat": {"nlist": i.nlist, "nprobe": i.nprobe, "seed": i.seed},
+            "ivf_pq": {"nlist": i.nlist, "nprobe": i.nprobe, "pq_m": i.pq_m, "pq_bits": i.pq_bits, "seed": i.seed},
+            "hnsw": {"hnsw_m": i.hnsw_m, "ef_search": i.ef_search}}[i.kind]
 
-    `state_dict` (a RagLitModule checkpoint's) is loaded into the encoders before the corpus is encoded, so the
-    index comes from the checkpoint's passage tower.
+
+def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True,
+             state_dict: dict[str, torch.Tensor] | None = None, run_dir: Path | None = None) -> Assembled:
+    """config -> data -> encoders -> generator -> RagModel -> Lightning module, datamodule and index callback.
+
+    The index is built by the callback when training or testing starts (so under DDP each rank encodes only its
+    shard). `state_dict` (a RagLitModule checkpoint's) is loaded first, so the index comes from the checkpoint's
+    passage tower. With `run_dir` the live index is saved under <run_dir>/index for resuming.
     """
     data = load_data(cfg.data, base_dir)
     enc_cfg, gen_cfg = cfg.encoder, cfg.generator
@@ -57,22 +69,27 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                         pooling=enc_cfg.pooling, shared=enc_cfg.shared_towers)
     if state_dict is not None:
         _load_prefixed(encoder, state_dict, "rag.encoder.")
-    p_reps = encode_passages(encoder, q_tokenizer, data.corpus, cfg.retriever.encode_batch_size,
-                             enc_cfg.max_passage_length, progress=progress)
-    index = build_index(cfg.index.kind, p_reps)
+    r = cfg.retriever
+    builder = IndexBuilder(data.corpus, q_tokenizer, enc_cfg.max_passage_length, r.encode_batch_size,
+                           kind=cfg.index.kind, index_params=_index_params(cfg),
+                           embeddings_dir=Path(cfg.index.embeddings_dir) if cfg.index.embeddings_dir else None,
+                           embeddings_dtype=cfg.index.embeddings_dtype, shard_size=cfg.index.shard_size)
     generator, g_tokenizer = build_generator(gen_cfg.name_or_path, gen_cfg.tokenizer, arch=gen_cfg.arch,
                                              warm_start=gen_cfg.warm_start, d_model=gen_cfg.d_model,
                                              num_layers=gen_cfg.num_layers, num_heads=gen_cfg.num_heads,
                                              ffn_dim=gen_cfg.ffn_dim, seed=gen_cfg.seed)
     if state_dict is not None:
         _load_prefixed(generator, state_dict, "rag.generator.")
-    rag = RagModel(encoder, generator, g_tokenizer, data.corpus, index, k=min(cfg.retriever.k, index.size),
-                   temperature=cfg.retriever.temperature, loss=cfg.model.loss,
-                   max_source_length=gen_cfg.max_source_length, max_target_length=gen_cfg.max_target_length)
+    rag = RagModel(encoder, generator, g_tokenizer, data.corpus, None, k=min(r.k, len(data.corpus)),
+                   temperature=r.temperature, loss=cfg.model.loss, max_source_length=gen_cfg.max_source_length,
+                   max_target_length=gen_cfg.max_target_length, passage_tokenizer=q_tokenizer,
+                   max_passage_length=enc_cfg.max_passage_length, fresh_passages=r.train_passage_encoder,
+                   rerank_candidates=min(r.rerank_candidates, len(data.corpus)))
     m = cfg.model
     module = RagLitModule(rag, lr=m.lr, retriever_lr=m.retriever_lr, weight_decay=m.weight_decay,
                           warmup_steps=m.warmup_steps, label_smoothing=m.label_smoothing,
-                          freeze_query_encoder=cfg.retriever.freeze_query_encoder,
+                          freeze_query_encoder=r.freeze_query_encoder,
+                          train_passage_encoder=r.train_passage_encoder, passage_lr=m.passage_lr,
                           reader_loss_weight=m.reader_loss_weight, reader_warmup_steps=m.reader_warmup_steps,
                           reader_ready_nll=m.reader_ready_nll,
                           eval_ks=tuple(cfg.eval.ks), num_beams=cfg.eval.num_beams,
@@ -82,7 +99,14 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                                batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
                                reader_batch_size=cfg.data.reader_batch_size, num_workers=cfg.data.num_workers,
                                use_reader=m.reader_loss_weight > 0)
-    return Assembled(data, module, datamodule)
+    probe_questions = [ex.question for ex in data.train[: cfg.refresh.probe_size]]
+    probe = q_tokenizer(probe_questions, truncation=True, max_length=enc_cfg.max_query_length, padding=True,
+                        return_tensors="pt")
+    save = cfg.refresh.save_index and run_dir is not None
+    refresh = IndexRefreshCallback(builder, RefreshSchedule.parse(cfg.refresh.schedule), mode=cfg.refresh.mode,
+                                   probe=(probe["input_ids"], probe["attention_mask"]), k=rag.k,
+                                   index_dir=run_dir / "index" if save else None, progress=progress)
+    return Assembled(data, module, datamodule, refresh)
 
 
 def _loggers(cfg: RunConfig, run_dir: Path) -> list[Logger]:
@@ -97,15 +121,18 @@ def _loggers(cfg: RunConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
-def build_trainer(cfg: RunConfig, run_dir: Path, progress: bool = True, log: bool = True) -> L.Trainer:
-    """The Lightning Trainer from `cfg.trainer`, with checkpointing, progress bar and (unless `log` is off) loggers."""
+def build_trainer(cfg: RunConfig, run_dir: Path, refresh: IndexRefreshCallback, progress: bool = True,
+                  log: bool = True) -> L.Trainer:
+    """The Lightning Trainer from `cfg.trainer`, with the index callback, checkpointing, progress bar and (unless
+    `log` is off) loggers."""
     t = cfg.trainer
-    callbacks = [ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step{step}", save_last=True,
-                                 auto_insert_metric_name=False)]
+    callbacks = [refresh, ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step{step}",
+                                          save_last=True, auto_insert_metric_name=False)]
     if progress:
         callbacks.append(RichProgressBar())
     return L.Trainer(max_steps=t.max_steps, val_check_interval=t.val_check_interval, check_val_every_n_epoch=None,
                      limit_val_batches=t.limit_val_batches, accelerator=t.accelerator, devices=t.devices,
+                     strategy=t.strategy,
                      precision=t.precision, gradient_clip_val=t.gradient_clip_val,
                      log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0, callbacks=callbacks,
                      logger=(log and _loggers(cfg, run_dir)) or False, enable_progress_bar=progress,
@@ -147,30 +174,83 @@ def _test(trainer: L.Trainer, module: RagLitModule, dm: RagDataModule, prefix: s
     return {key: float(value) for key, value in results.items()}
 
 
+# Under DDP, Lightning's launcher re-runs the command line in each child; children must use rank 0's run dir.
+_RUN_DIR_ENV = "RAG_E2E_RUN_DIR"
+
+
+def _resolve_run_dir(cfg: RunConfig) -> Path:
+    inherited = os.environ.get(_RUN_DIR_ENV)
+    if inherited:
+        return Path(inherited)
+    if cfg.run_dir:
+        run_dir = Path(cfg.run_dir)
+        if (run_dir / "metrics.json").is_file():
+            raise ConfigError(f"{run_dir}: this run has finished (metrics.json exists); choose another `run_dir`")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    return new_run_dir(cfg)
+
+
+def _refresh_summary(history: list[dict]) -> dict[str, float]:
+    """Means over the refreshes of one run (each is also logged as it happens)."""
+    if not history:
+        return {"refresh/count": 0}
+    out: dict[str, float] = {"refresh/count": len(history)}
+    for key in ("wall_s", "passages_per_s", "overlap", "score_drift", "lag_steps"):
+        values = [h[key] for h in history if key in h]
+        if values:
+            out[f"refresh/mean_{key}"] = round(sum(values) / len(values), 4)
+    return out
+
+
 def train(cfg: RunConfig, progress: bool = True) -> Path:
     """Run one experiment; returns the path of its metrics.json.
 
     The run directory holds config.yaml, metrics.json (init/* before training, test/* after), predictions.jsonl,
-    predictions_init.jsonl and checkpoints/.
+    predictions_init.jsonl, checkpoints/ and index/ (the live index). With `run_dir` set to a directory that has
+    checkpoints/last.ckpt, training resumes from it (weights, optimizer, refresh schedule and live index).
     """
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
-    run_dir = new_run_dir(cfg)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    run_dir = _resolve_run_dir(cfg)
+    owns_env = _RUN_DIR_ENV not in os.environ
+    os.environ[_RUN_DIR_ENV] = str(run_dir)
+    try:
+        return _train_in(cfg, run_dir, progress)
+    finally:
+        if owns_env:
+            os.environ.pop(_RUN_DIR_ENV, None)
+
+
+def _train_in(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
     started = time.time()
-    parts = assemble(cfg, progress=progress)
-    print(f"data: {parts.data.summary()}")
-    trainer = build_trainer(cfg, run_dir, progress)
-    metrics = _test(trainer, parts.module, parts.datamodule, "init")
-    write_predictions(run_dir / "predictions_init.jsonl", parts.module.predictions)
-    trainer.fit(parts.module, datamodule=parts.datamodule)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume = last.is_file()
+    parts = assemble(cfg, progress=progress, run_dir=run_dir)
+    trainer = build_trainer(cfg, run_dir, parts.refresh, progress)
+    main = trainer.is_global_zero
+    if main:
+        if not (run_dir / "config.yaml").is_file():
+            _atomic_write(run_dir / "config.yaml", to_yaml(cfg))
+        print(f"data: {parts.data.summary()}" + (f" (resuming from {last})" if resume else ""))
+    init_path = run_dir / "init_metrics.json"
+    if resume and init_path.is_file():
+        metrics = json.loads(init_path.read_text())
+    else:
+        metrics = _test(trainer, parts.module, parts.datamodule, "init")
+        if main:
+            write_predictions(run_dir / "predictions_init.jsonl", parts.module.predictions)
+            _write_json(init_path, metrics)
+    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(last) if resume else None)
     metrics.update(_test(trainer, parts.module, parts.datamodule, "test"))
     metrics["time/total_s"] = round(time.time() - started, 1)
     metrics["train/steps"] = trainer.global_step
     metrics["train/rag_start_step"] = parts.module.rag_start_step
-    write_predictions(run_dir / "predictions.jsonl", parts.module.predictions)
-    _write_json(run_dir / "metrics.json", metrics)
+    metrics.update(_refresh_summary(parts.refresh.history))
+    if main:
+        write_predictions(run_dir / "predictions.jsonl", parts.module.predictions)
+        _write_json(run_dir / "metrics.json", metrics)
     return run_dir / "metrics.json"
 
 
@@ -181,7 +261,7 @@ def evaluate(checkpoint: Path, cfg: RunConfig, progress: bool = True) -> Path:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     parts = assemble(cfg, progress=progress, state_dict=state)
     out_dir = run_dir_of(checkpoint)
-    trainer = build_trainer(cfg, out_dir, progress, log=False)
+    trainer = build_trainer(cfg, out_dir, parts.refresh, progress, log=False)
     metrics = _test(trainer, parts.module, parts.datamodule, "test")
     write_predictions(out_dir / "eval_predictions.jsonl", parts.module.predictions)
     _write_json(out_dir / "eval_metrics.json", metrics)

@@ -43,3 +43,13 @@ def assert_data_error(exc, path: Path, line: int | None, field: str | None, text
     if field is not None:
         assert f"field '{field}'" in msg
     assert text in msg
+
+
+def assemble_with_index(*overrides: str):
+    """`assemble` a tiny config and build its initial index (the callback would, when a Trainer starts)."""
+    from rag_e2e.train import assemble
+
+    parts = assemble(tiny_config(*overrides), progress=False)
+    index, _ = parts.refresh.builder.build(parts.module.rag.encoder)
+    parts.module.swap_index(index)
+    return parts

@@ -84,7 +84,7 @@ def _entity(prefix: str, name: str, values: list[str]) -> list[tuple[Passage, QA
 
 
 def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_per_entity: int,
-                      seed: int) -> SyntheticKB:
+                      seed: int, twins: bool = False) -> SyntheticKB:
     """Generate the knowledge base; the same arguments always give the same data.
 
     Args:
@@ -92,6 +92,10 @@ def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_pe
         num_reader_entities: extra entities outside the corpus, for the reader-only loss.
         attributes_per_entity: attributes (= passages = questions) per entity, 1 to 4.
         seed: RNG seed.
+        twins: KB entities come in pairs whose names are the same two words swapped ("Tovak Relin" and "Relin
+            Tovak"), so their passages hold the same words and differ only in order. A bag-of-words view of a
+            passage, like a fixed mean-pooled encoder, cannot tell them apart; telling them apart needs a passage
+            encoder that learns word order (the `synthetic_hard` experiment).
     """
     rng = random.Random(seed)
     total = num_entities + num_reader_entities
@@ -110,7 +114,8 @@ def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_pe
     for i in range(total):
         in_kb = i < num_entities
         vals = values[i * attributes_per_entity : (i + 1) * attributes_per_entity]
-        items = _entity(f"e{i}" if in_kb else f"r{i - num_entities}", f"{first[i]} {last[i]}", vals)
+        name = f"{last[i - 1]} {first[i - 1]}" if twins and in_kb and i % 2 == 1 else f"{first[i]} {last[i]}"
+        items = _entity(f"e{i}" if in_kb else f"r{i - num_entities}", name, vals)
         if not in_kb:
             reader.extend(qa for _, qa in items)
             continue

@@ -8,6 +8,7 @@ import torch
 from rag_e2e.eval.metrics import aggregate, gold_rank
 from rag_e2e.lightning.datamodule import QABatch
 from rag_e2e.models.rag import RagModel, Retrieved
+from rag_e2e.retrieval.distributed import all_gather_objects
 
 
 class RagLitModule(L.LightningModule):
@@ -18,6 +19,9 @@ class RagLitModule(L.LightningModule):
         lr: generator learning rate.
         retriever_lr: query-encoder learning rate.
         freeze_query_encoder: keep the retriever fixed (the control run).
+        train_passage_encoder: train the passage tower too (end to end; `rag.fresh_passages` must be on so doc
+            scores depend on it).
+        passage_lr: passage-encoder learning rate (None: retriever_lr).
         reader_loss_weight: weight of the supervised (gold passage, question) -> answer loss on reader-only data.
         reader_warmup_steps: at most this many steps train the reader alone before the RAG loss is switched on.
         reader_ready_nll: end the warm-up early once the reader's running NLL falls below this (it can read):
@@ -27,6 +31,7 @@ class RagLitModule(L.LightningModule):
 
     def __init__(self, rag: RagModel, *, lr: float = 1e-3, retriever_lr: float = 1e-4, weight_decay: float = 0.0,
                  warmup_steps: int = 0, label_smoothing: float = 0.0, freeze_query_encoder: bool = False,
+                 train_passage_encoder: bool = False, passage_lr: float | None = None,
                  reader_loss_weight: float = 0.0, reader_warmup_steps: int = 0, reader_ready_nll: float | None = None,
                  eval_ks: tuple[int, ...] = (1, 5, 10), num_beams: int = 1, max_new_tokens: int = 16):
         super().__init__()
@@ -34,13 +39,17 @@ class RagLitModule(L.LightningModule):
         self.lr, self.retriever_lr, self.weight_decay, self.warmup_steps = lr, retriever_lr, weight_decay, warmup_steps
         self.label_smoothing = label_smoothing
         self.freeze_query_encoder = freeze_query_encoder
+        if train_passage_encoder and not rag.fresh_passages:
+            raise ValueError("train_passage_encoder needs rag.fresh_passages: stored index vectors carry no gradient")
+        self.train_passage_encoder = train_passage_encoder
+        self.passage_lr = retriever_lr if passage_lr is None else passage_lr
         self.reader_loss_weight, self.reader_warmup_steps = reader_loss_weight, reader_warmup_steps
         self.reader_ready_nll = reader_ready_nll
         self.rag_start_step: int | None = None  # first step with the RAG loss (saved in checkpoints)
         self._reader_nll_ema: float | None = None
         self.eval_ks, self.num_beams, self.max_new_tokens = tuple(eval_ks), num_beams, max_new_tokens
-        # Passage vectors in the index are constants in this module, so the passage tower never trains here.
-        rag.encoder.freeze(query=freeze_query_encoder, passage=not rag.encoder.shared)
+        # Query-side only: the passage tower stays as it was when the index was built (shared towers train as one).
+        rag.encoder.freeze(query=freeze_query_encoder, passage=not (train_passage_encoder or rag.encoder.shared))
         self.test_prefix = "test"  # "init" for the evaluation before training
         self._records: list[dict] = []
         self.predictions: list[dict] = []  # filled by each test run
@@ -78,6 +87,10 @@ class RagLitModule(L.LightningModule):
                 self.rag_start_step = self.global_step
         return self.rag_start_step is not None
 
+    def swap_index(self, index) -> None:
+        """Make a (re)built index live for the next retrieval; called between steps by IndexRefreshCallback."""
+        self.rag.set_index(index)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rag_start_step"] = self.rag_start_step
 
@@ -108,8 +121,10 @@ class RagLitModule(L.LightningModule):
                                   "retrieved": [self.rag.corpus[r].pid for r in row],
                                   "scores": [round(s, 4) for s in score]})
 
-    def _log_eval(self, prefix: str) -> dict[str, float]:
-        recs, self._records = self._records, []
+    def _log_eval(self, prefix: str) -> list[dict]:
+        # Under DDP each rank evaluated a slice (padded by repeating questions): gather all, count each once.
+        gathered, self._records = all_gather_objects(self._records), []
+        recs = list({r["qid"]: r for r in gathered}.values())
         metrics = aggregate([r["answer"] for r in recs], [r["gold"] for r in recs], [r["gold_rank"] for r in recs],
                             ks=self.eval_ks)
         for name, value in metrics.items():
@@ -134,6 +149,8 @@ class RagLitModule(L.LightningModule):
         query_params = [p for p in self.rag.encoder.query_model.parameters() if p.requires_grad]
         if query_params and not self.freeze_query_encoder:
             groups.append({"params": query_params, "lr": self.retriever_lr})
+        if self.train_passage_encoder and not self.rag.encoder.shared:
+            groups.append({"params": list(self.rag.encoder.passage_model.parameters()), "lr": self.passage_lr})
         optimizer = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
         warmup = max(self.warmup_steps, 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))

@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from rag_e2e.data.types import Passage
 from rag_e2e.losses import doc_log_prior, rag_sequence_nll, rag_token_nll
 from rag_e2e.models.generator import decode_answers, decoder_start_id, encode_answers, encode_sources, shift_right
-from rag_e2e.retrieval.encoders import BiEncoder
+from rag_e2e.retrieval.encoders import BiEncoder, tokenize_passages
 from rag_e2e.retrieval.index import Index
 
 LossKind = Literal["sequence", "token"]
@@ -27,36 +27,63 @@ class Retrieved:
 
 
 class RagModel(nn.Module):
-    """A bi-encoder retriever over a fixed index, and a seq2seq generator reading each retrieved passage.
+    """A bi-encoder retriever over an index, and a seq2seq generator reading each retrieved passage.
 
-    The index holds passage vectors computed once by the passage tower; they are constants here, while the query
-    vectors are live, so doc_scores = q·d and the marginal likelihood train the query encoder.
+    The index holds passage vectors from some earlier passage tower; they are constants. Query vectors are live, so
+    doc_scores = q·d and the marginal likelihood always train the query encoder. With `fresh_passages` the retrieved
+    passages are re-encoded by the current passage tower, in-graph when it trains (end to end); with
+    `rerank_candidates` = k' > k, k' candidates from the stale index are re-scored that way and the best k kept.
     """
 
     def __init__(self, encoder: BiEncoder, generator: nn.Module, gen_tokenizer: PreTrainedTokenizerBase,
-                 corpus: list[Passage], index: Index, *, k: int, temperature: float, loss: LossKind,
-                 max_source_length: int, max_target_length: int):
+                 corpus: list[Passage], index: Index | None, *, k: int, temperature: float, loss: LossKind,
+                 max_source_length: int, max_target_length: int,
+                 passage_tokenizer: PreTrainedTokenizerBase | None = None, max_passage_length: int = 128,
+                 fresh_passages: bool = False, rerank_candidates: int = 0):
         super().__init__()
         self.encoder = encoder
         self.generator = generator
         self.gen_tokenizer = gen_tokenizer
         self.corpus = corpus
-        self.set_index(index)
+        self.index: Index | None = None
+        if index is not None:
+            self.set_index(index)
         self.k, self.temperature, self.loss_kind = k, temperature, loss
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
+        if (fresh_passages or rerank_candidates) and passage_tokenizer is None:
+            raise ValueError("fresh_passages / rerank_candidates need the passage tokenizer")
+        self.passage_tokenizer, self.max_passage_length = passage_tokenizer, max_passage_length
+        self.fresh_passages, self.rerank_candidates = fresh_passages, rerank_candidates
 
     def set_index(self, index: Index) -> None:
-        """Swap in a rebuilt index (same corpus)."""
+        """Swap in a (re)built index over the same corpus; takes effect at the next `retrieve`."""
         if index.size != len(self.corpus):
             raise ValueError(f"index has {index.size} vectors but the corpus has {len(self.corpus)} passages")
         self.index = index
 
+    def encode_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B, k) corpus rows -> (B, k, d) vectors from the current passage tower (in-graph if it trains)."""
+        passages = [self.corpus[r] for r in rows.reshape(-1).tolist()]
+        tok = tokenize_passages(self.passage_tokenizer, passages, self.max_passage_length, rows.device)
+        return self.encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).view(*rows.shape, -1)
+
     def retrieve(self, q_ids: torch.Tensor, q_mask: torch.Tensor, k: int) -> Retrieved:
-        """Search the index with the current query encoder; doc_scores keep the query-side graph."""
+        """Search the index with the current query encoder; doc_scores keep the graph of the live towers."""
+        if self.index is None:
+            raise RuntimeError("no index yet: it is built when training or testing starts (IndexRefreshCallback)")
         q_reps = self.encoder.encode_query(q_ids, q_mask)  # (B, d), live
-        _, rows = self.index.search(q_reps.detach(), k)  # (B, k)
-        p_reps = self.index.gather(rows).to(q_reps)  # (B, k, d), constants
-        return Retrieved(rows=rows, doc_scores=torch.einsum("bd,bkd->bk", q_reps, p_reps))
+        k_search = min(max(k, self.rerank_candidates), self.index.size)
+        _, rows, p_reps = self.index.search_with_vectors(q_reps.detach(), k_search)  # (B, k'), (B, k', d) constants
+        if self.fresh_passages or self.rerank_candidates:
+            p_reps = self.encode_rows(rows)  # (B, k', d) from the current passage tower
+        doc_scores = torch.einsum("bd,bkd->bk", q_reps, p_reps.to(q_reps))  # (B, k')
+        if k_search > k:  # rerank: keep the k best under the current towers (gather keeps the graph)
+            order = doc_scores.detach().topk(k, dim=1).indices  # (B, k)
+            rows, doc_scores = rows.gather(1, order), doc_scores.gather(1, order)
+        elif self.fresh_passages:  # fresh scores may reorder the stale top-k: keep "best first"
+            order = doc_scores.detach().argsort(dim=1, descending=True, stable=True)
+            rows, doc_scores = rows.gather(1, order), doc_scores.gather(1, order)
+        return Retrieved(rows=rows, doc_scores=doc_scores)
 
     def sources(self, questions: list[str], rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """Generator inputs for every (question, retrieved passage) pair, (B*k, L), example-major."""

@@ -79,6 +79,14 @@ class BiEncoder(nn.Module):
                 model.requires_grad_(False)
 
 
+def tokenize_passages(tokenizer: PreTrainedTokenizerBase, passages: list[Passage], max_length: int,
+                      device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """(title, text) pairs -> padded input_ids / attention_mask (N, L); the text is truncated, never the title."""
+    tok = tokenizer([p.title for p in passages], [p.text for p in passages], truncation="only_second",
+                    max_length=max_length, padding=True, return_tensors="pt")
+    return {"input_ids": tok["input_ids"].to(device), "attention_mask": tok["attention_mask"].to(device)}
+
+
 @torch.no_grad()
 def encode_passages(encoder: BiEncoder, tokenizer: PreTrainedTokenizerBase, passages: list[Passage],
                     batch_size: int, max_length: int, progress: bool = True) -> torch.Tensor:
@@ -94,9 +102,7 @@ def encode_passages(encoder: BiEncoder, tokenizer: PreTrainedTokenizerBase, pass
     chunks = []
     batches = range(0, len(passages), batch_size)
     for start in tqdm(batches, desc="encode passages", unit="batch", disable=not progress, leave=False):
-        batch = passages[start : start + batch_size]
-        tok = tokenizer([p.title for p in batch], [p.text for p in batch], truncation="only_second",
-                        max_length=max_length, padding=True, return_tensors="pt").to(device)
+        tok = tokenize_passages(tokenizer, passages[start : start + batch_size], max_length, device)
         chunks.append(encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu())
     model.train(was_training)
     return torch.cat(chunks)

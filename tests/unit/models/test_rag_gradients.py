@@ -1,10 +1,8 @@
-"""The generator's marginal loss reaches the query encoder; the freeze flag stops it."""
+"""The generator's marginal loss reaches the retriever towers that train in each mode, and no others."""
 
 import pytest
 import torch
-from helpers import tiny_config
-
-from rag_e2e.train import assemble
+from helpers import assemble_with_index
 
 
 def _one_step(module, datamodule):
@@ -17,7 +15,7 @@ def _one_step(module, datamodule):
 
 @pytest.mark.parametrize("loss", ["sequence", "token"])
 def test_query_encoder_receives_gradient(loss):
-    parts = assemble(tiny_config(f"model.loss={loss}"), progress=False)
+    parts = assemble_with_index(f"model.loss={loss}")
     nll, ret = _one_step(parts.module, parts.datamodule)
     assert torch.isfinite(nll).all() and ret.doc_scores.shape == ret.rows.shape
     grads = [p.grad for p in parts.module.rag.encoder.query_model.parameters() if p.grad is not None]
@@ -28,7 +26,7 @@ def test_query_encoder_receives_gradient(loss):
 
 
 def test_frozen_query_encoder_gets_no_gradient_and_no_optimizer_group():
-    parts = assemble(tiny_config("retriever.freeze_query_encoder=true"), progress=False)
+    parts = assemble_with_index("retriever.freeze_query_encoder=true")
     _one_step(parts.module, parts.datamodule)
     assert all(p.grad is None for p in parts.module.rag.encoder.query_model.parameters())
     optimizer = parts.module.configure_optimizers()["optimizer"]
@@ -36,7 +34,7 @@ def test_frozen_query_encoder_gets_no_gradient_and_no_optimizer_group():
 
 
 def test_doc_scores_equal_query_times_index_vectors():
-    parts = assemble(tiny_config(), progress=False)
+    parts = assemble_with_index()
     rag = parts.module.rag.eval()  # no dropout, so two encodings of a query agree
     batch = next(iter(parts.datamodule.val_dataloader()))
     ret = rag.retrieve(batch.q_ids, batch.q_mask, 3)
@@ -46,3 +44,52 @@ def test_doc_scores_equal_query_times_index_vectors():
     full = q @ rag.index.p_reps.double().T
     assert torch.equal(ret.rows, full.topk(3, dim=1).indices) or torch.allclose(
         full.gather(1, ret.rows), full.topk(3, dim=1).values, atol=1e-5)
+
+
+def _grad_norm(module) -> float:
+    return sum(p.grad.abs().sum().item() for p in module.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("loss", ["sequence", "token"])
+def test_end_to_end_trains_both_towers_with_their_own_lr(loss):
+    parts = assemble_with_index(f"model.loss={loss}", "retriever.train_passage_encoder=true", "model.passage_lr=3e-5")
+    _one_step(parts.module, parts.datamodule)
+    encoder = parts.module.rag.encoder
+    assert _grad_norm(encoder.query_model) > 0 and _grad_norm(encoder.passage_model) > 0
+    groups = parts.module.configure_optimizers()["optimizer"].param_groups
+    assert [g["lr"] for g in groups] == [1e-3, 1e-4, 3e-5]  # generator, query tower, passage tower
+    assert {id(p) for p in groups[2]["params"]} == {id(p) for p in encoder.passage_model.parameters()}
+
+
+def test_fresh_doc_scores_come_from_the_current_passage_tower():
+    parts = assemble_with_index("retriever.train_passage_encoder=true")
+    rag = parts.module.rag.eval()
+    with torch.no_grad():  # move the passage tower away from the weights the index was built with
+        for p in rag.encoder.passage_model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    batch = next(iter(parts.datamodule.val_dataloader()))
+    ret = rag.retrieve(batch.q_ids, batch.q_mask, 3)
+    q = rag.encoder.encode_query(batch.q_ids, batch.q_mask).double()
+    fresh = rag.encode_rows(ret.rows).double()  # (B, k, d) from the moved tower
+    ref = torch.einsum("bd,bkd->bk", q, fresh)
+    torch.testing.assert_close(ret.doc_scores.double(), ref, rtol=1e-5, atol=1e-5)
+    assert (ret.doc_scores[:, :-1] >= ret.doc_scores[:, 1:]).all()  # re-sorted best first
+    stale = torch.einsum("bd,bkd->bk", q, rag.index.p_reps.double()[ret.rows])
+    assert not torch.allclose(ref, stale, atol=1e-3)
+
+
+def test_rerank_keeps_the_best_k_of_k_prime_under_the_current_towers():
+    parts = assemble_with_index("retriever.rerank_candidates=12")
+    rag = parts.module.rag.eval()
+    with torch.no_grad():
+        for p in rag.encoder.passage_model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    batch = next(iter(parts.datamodule.val_dataloader()))
+    ret = rag.retrieve(batch.q_ids, batch.q_mask, 3)
+    q = rag.encoder.encode_query(batch.q_ids, batch.q_mask).double()
+    _, candidates = rag.index.search(q.float(), 12)  # the stale index's k' candidates
+    fresh = torch.einsum("bd,bkd->bk", q, rag.encode_rows(candidates).double())  # (B, 12)
+    best = fresh.topk(3, dim=1)
+    torch.testing.assert_close(ret.doc_scores.double(), best.values, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ret.rows, candidates.gather(1, best.indices))
+    assert all(not p.requires_grad for p in rag.encoder.passage_model.parameters())  # rerank alone: query side

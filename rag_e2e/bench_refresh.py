@@ -1,0 +1,127 @@
+"""Benchmark index refresh: encoding throughput inside a refresh, and what async refresh costs training.
+
+    python -m rag_e2e.bench_refresh [steps=N] [every=N] [out=bench_results/refresh.json] [config overrides...]
+
+Two ratios (goal >= 0.9 each), measured in one process on one machine:
+  1. refresh passages/s (tokenize + encode + build the index, as IndexBuilder does) / bare passage-tower forward
+     passages/s (pre-tokenized batches, same batch size, no index);
+  2. training steps/s with async refresh every `every` steps / steps/s with refresh off (sync shown for scale).
+Training runs the end-to-end retriever (passage tower trained, fresh doc scores) on the synthetic KB.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from rag_e2e.compose import compose
+from rag_e2e.retrieval.encoders import tokenize_passages
+from rag_e2e.train import assemble, build_trainer
+
+DEFAULTS = ["experiment=synthetic_demo", "retriever=end2end", "data.synthetic.num_entities=1000",
+            "model.reader_warmup_steps=0", "logger.wandb=false", "logger.csv=false",
+            "trainer.val_check_interval=100000", "refresh.save_index=false"]
+
+
+class _StepClock(L.Callback):
+    """Wall time of the training steps after `skip` warm-up steps."""
+
+    def __init__(self, skip: int):
+        self.skip, self.started, self.elapsed, self.steps = skip, None, 0.0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.skip:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.started is not None:
+            self.elapsed, self.steps = time.perf_counter() - self.started, trainer.global_step - self.skip
+
+
+def bench_encoding(overrides: list[str], repeats: int = 3) -> dict[str, float]:
+    """Passages/s of a refresh build vs the bare passage-tower forward on the same corpus."""
+    parts = assemble(compose([*DEFAULTS, *overrides]), progress=False)
+    builder, encoder = parts.refresh.builder, parts.module.rag.encoder
+    batches = [tokenize_passages(builder.tokenizer, builder.corpus[i : i + builder.batch_size], builder.max_length)
+               for i in range(0, len(builder.corpus), builder.batch_size)]
+    encoder.eval()
+
+    @torch.no_grad()
+    def bare() -> None:
+        for tok in batches:
+            encoder.encode_passage(tok["input_ids"], tok["attention_mask"])
+
+    def refresh() -> None:
+        builder.build(encoder)
+
+    times = {}
+    for name, fn in (("bare", bare), ("refresh", refresh)):
+        fn()  # warm-up
+        runs = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - began)
+        times[name] = min(runs)
+    n = len(builder.corpus)
+    return {"passages": n, "bare_passages_per_s": n / times["bare"], "refresh_passages_per_s": n / times["refresh"],
+            "ratio": times["bare"] / times["refresh"]}
+
+
+def bench_training(overrides: list[str], steps: int, every: int, skip: int = 5) -> dict[str, dict[str, float]]:
+    """Training steps/s with refresh off, async and sync (same data, seed and steps)."""
+    out = {}
+    for mode in ("off", "async", "sync"):
+        cfg = compose([*DEFAULTS, *overrides, f"refresh={mode}", f"refresh.schedule={every}",
+                       f"trainer.max_steps={steps + skip}"])
+        L.seed_everything(cfg.trainer.seed, verbose=False)
+        parts = assemble(cfg, progress=False)
+        run_dir = Path("bench_results") / "refresh_runs" / mode
+        trainer = build_trainer(cfg, run_dir, parts.refresh, progress=False, log=False)
+        clock = _StepClock(skip)
+        trainer.callbacks.append(clock)
+        trainer.fit(parts.module, datamodule=parts.datamodule)
+        out[mode] = {"steps": clock.steps, "seconds": clock.elapsed, "steps_per_s": clock.steps / clock.elapsed,
+                     "refreshes": len(parts.refresh.history), "skipped": parts.refresh.skipped}
+    for mode in ("async", "sync"):
+        out[mode]["ratio_vs_off"] = out[mode]["steps_per_s"] / out["off"]["steps_per_s"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    opts = {"steps": "60", "every": "20", "out": "bench_results/refresh.json"}
+    overrides = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in opts:
+            opts[key] = value
+        else:
+            overrides.append(arg)
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    enc = bench_encoding(overrides)
+    train = bench_training(overrides, int(opts["steps"]), int(opts["every"]))
+    print(f"device: {device}; corpus {enc['passages']} passages; refresh every {opts['every']} steps")
+    print(f"{'measure':<44}{'value':>12}{'ratio':>8}")
+    print(f"{'bare passage-tower forward (passages/s)':<44}{enc['bare_passages_per_s']:>12.0f}")
+    print(f"{'refresh build (passages/s)':<44}{enc['refresh_passages_per_s']:>12.0f}{enc['ratio']:>8.2f}")
+    for mode in ("off", "async", "sync"):
+        row = train[mode]
+        ratio = f"{row['ratio_vs_off']:>8.2f}" if mode != "off" else ""
+        label = f"train steps/s, refresh {mode} ({row['refreshes']} refreshes)"
+        print(f"{label:<44}{row['steps_per_s']:>12.2f}{ratio}")
+    out = Path(opts["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": device, "overrides": overrides, "every": int(opts["every"]),
+                               "encoding": enc, "training": train}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""IndexRefreshCallback: builds the retrieval index, and rebuilds it on a schedule as the passage tower trains.
+
+sync: training waits while the corpus is re-encoded. async: a worker thread encodes a frozen snapshot of the
+passage tower while training goes on against the stale index; the finished index is swapped in between two steps
+(all ranks agree on the step). Each refresh logs wall time, passages/s and staleness (overlap@k and score drift of
+the stale vs fresh index on fixed probe questions). The checkpoint records the schedule position and the live index
+(path + encoder fingerprint); resuming reloads it, or re-encodes when it is missing or does not match.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from rag_e2e.errors import RagE2EError
+from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
+from rag_e2e.retrieval.index import Index, IndexMeta, corpus_fingerprint, load_index, save_index
+from rag_e2e.retrieval.refresh import BuildStats, IndexBuilder, snapshot_passage_tower, staleness
+from rag_e2e.schedule import RefreshSchedule
+
+
+class IndexRefreshCallback(L.Callback):
+    """Owns the live index of `pl_module.rag`.
+
+    Args:
+        builder: encodes the corpus and builds an index.
+        schedule: steps at which to refresh (ignored when mode is "off").
+        mode: "off" (build once), "sync" or "async".
+        probe: (q_ids, q_mask) of fixed probe questions for staleness.
+        k: staleness cut-off (the retriever's k).
+        index_dir: where the live index is saved (None: not saved, resume re-encodes).
+        progress: show encoding progress bars.
+    """
+
+    def __init__(self, builder: IndexBuilder, schedule: RefreshSchedule, mode: str = "off",
+                 probe: tuple[torch.Tensor, torch.Tensor] | None = None, k: int = 5, index_dir: Path | None = None,
+                 progress: bool = False):
+        self.builder, self.schedule, self.mode = builder, schedule, mode
+        self.probe, self.k, self.progress = probe, k, progress
+        self.index_dir = Path(index_dir) if index_dir is not None else None
+        self.corpus_fingerprint = corpus_fingerprint(builder.corpus)
+        self.version = 0  # 0 = the index built from the initial passage tower
+        self.index_step = 0  # training step of the passage-tower weights the live index was encoded with
+        self.index_path: str | None = None
+        self.encoder_fingerprint: str | None = None
+        self.history: list[dict] = []  # one record per refresh (also logged)
+        self.skipped = 0  # async refreshes not started because the previous one was still running
+        self._restored: dict | None = None
+        self._world_size = 1  # saved indexes are per-rank shards: reloadable only under the same world size
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[Future, int, float] | None = None  # (future, snapshot step, start time)
+
+    # ---- building and swapping ------------------------------------------------------------------------------------
+    def _build(self, trainer: L.Trainer, encoder) -> tuple[Index, BuildStats]:
+        return self.builder.build(encoder, rank=trainer.global_rank, world_size=trainer.world_size,
+                                  tag=f"v{self.version + 1}", progress=self.progress)
+
+    def _install(self, trainer: L.Trainer, pl_module, index: Index, stats: BuildStats, step: int,
+                 log: bool = True) -> None:
+        """Make `index` live: measure staleness against the old one, swap, save, log."""
+        old = pl_module.rag.index
+        record = {"version": self.version + 1, "step": trainer.global_step, "encoder_step": step,
+                  "lag_steps": trainer.global_step - step, "wall_s": stats.wall_s,
+                  "passages_per_s": stats.passages_per_s}
+        if old is not None and self.probe is not None:
+            record.update(staleness(old, index, self._probe_reps(pl_module), self.k))
+        pl_module.swap_index(index)
+        self.version, self.index_step, self.encoder_fingerprint = self.version + 1, step, stats.encoder_fingerprint
+        self._save(trainer, index, stats)
+        self.history.append(record)
+        if log:  # Lightning allows self.log in batch hooks, not in on_train_start / on_train_end
+            for name, value in record.items():
+                pl_module.log(f"refresh/{name}", float(value), rank_zero_only=True, batch_size=1)
+
+    @torch.no_grad()
+    def _probe_reps(self, pl_module) -> torch.Tensor:
+        q_ids, q_mask = (t.to(pl_module.device) for t in self.probe)
+        encoder = pl_module.rag.encoder
+        was_training = encoder.training
+        encoder.eval()
+        q_reps = encoder.encode_query(q_ids, q_mask)
+        encoder.train(was_training)
+        return q_reps
+
+    def _save(self, trainer: L.Trainer, index: Index, stats: BuildStats) -> None:
+        if self.index_dir is None:
+            return
+        previous = self.index_path
+        path = self.index_dir / f"v{self.version}-rank{trainer.global_rank}-of-{trainer.world_size}"
+        local = index.local if isinstance(index, ShardedIndex) else index  # each rank saves its own shard
+        meta = IndexMeta.for_index(local, corpus_fingerprint=self.corpus_fingerprint,
+                                   encoder_fingerprint=stats.encoder_fingerprint, encoder_step=self.index_step)
+        save_index(local, path, meta)
+        self.index_path = str(path)
+        if previous and previous != self.index_path:  # keep only the live version (we wrote the old one)
+            shutil.rmtree(previous, ignore_errors=True)
+
+    def _ensure_index(self, trainer: L.Trainer, pl_module) -> None:
+        if pl_module.rag.index is None:
+            index, stats = self.builder.build(pl_module.rag.encoder, rank=trainer.global_rank,
+                                              world_size=trainer.world_size, tag="v0", progress=self.progress)
+            pl_module.swap_index(index)
+            self.encoder_fingerprint = stats.encoder_fingerprint
+
+    # ---- Lightning hooks ------------------------------------------------------------------------------------------
+    def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._ensure_index(trainer, pl_module)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._ensure_index(trainer, pl_module)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._world_size = trainer.world_size
+        if self.mode == "async":
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-refresh")
+        if self._restored is not None:
+            if not self._restore(trainer, pl_module):  # no usable saved index: encode with the restored tower
+                self._refresh_now(trainer, pl_module)
+            elif self.mode != "off" and self.schedule.last_due(trainer.global_step) > self.index_step:
+                self._refresh_now(trainer, pl_module)  # due (or in flight) when the checkpoint was written: redo
+            return
+        self._ensure_index(trainer, pl_module)
+        if self.index_path is None and self.index_dir is not None:
+            self._save(trainer, pl_module.rag.index, BuildStats(0, 0.0, 0.0, self.encoder_fingerprint or ""))
+
+    def _restore(self, trainer: L.Trainer, pl_module) -> bool:
+        """Reload the index that was live at the checkpoint; False when it is missing or does not match."""
+        state, self._restored = self._restored, None
+        self.history, self.skipped = state.get("history", []), state.get("skipped", 0)
+        self.version, self.index_step = state["version"], state["index_step"]
+        path = state.get("index_path")
+        if path is None or state.get("world_size") != trainer.world_size:
+            return False
+        try:
+            local, meta = load_index(path, corpus_fingerprint=self.corpus_fingerprint,
+                                     encoder_fingerprint=state["encoder_fingerprint"])
+        except (RagE2EError, OSError) as err:
+            print(f"index refresh: cannot reload the live index ({err}); re-encoding the corpus")
+            return False
+        self.index_path, self.encoder_fingerprint = path, meta.encoder_fingerprint
+        index = local
+        if trainer.world_size > 1:
+            start, _ = shard_bounds(len(self.builder.corpus), trainer.world_size, trainer.global_rank)
+            index = ShardedIndex(local, start, len(self.builder.corpus))
+        pl_module.swap_index(index)
+        return True
+
+    def _refresh_now(self, trainer: L.Trainer, pl_module, log: bool = False) -> None:
+        index, stats = self._build(trainer, pl_module.rag.encoder)
+        self._install(trainer, pl_module, index, stats, trainer.global_step, log=log)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._pending is None:
+            return
+        future, step, _ = self._pending
+        # Every rank swaps at the same step, or their collective searches would mix index versions.
+        if trainer.strategy.reduce_boolean_decision(future.done(), all=True):
+            self._pending = None
+            index, stats = future.result()
+            self._install(trainer, pl_module, index, stats, step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.mode == "off" or not self.schedule.due(step):
+            return
+        if self.mode == "sync":
+            self._refresh_now(trainer, pl_module, log=True)
+            return
+        if self._pending is not None:  # the previous refresh is still encoding: skip this one, do not queue
+            self.skipped += 1
+            pl_module.log("refresh/skipped", float(self.skipped), rank_zero_only=True, batch_size=1)
+            return
+        snapshot = snapshot_passage_tower(pl_module.rag.encoder)
+        device = pl_module.device
+        ready = torch.cuda.current_stream(device).record_event() if device.type == "cuda" else None
+        self._pending = (self._pool.submit(self._build_async, trainer, snapshot, device, ready), step,
+                         time.perf_counter())
+
+    def _build_async(self, trainer: L.Trainer, snapshot, device: torch.device, ready) -> tuple[Index, BuildStats]:
+        if ready is None:
+            return self._build(trainer, snapshot)
+        # Encode on a side stream, once the snapshot copy has finished on the training stream.
+        stream = torch.cuda.Stream(device=device)
+        stream.wait_event(ready)
+        with torch.cuda.stream(stream):
+            out = self._build(trainer, snapshot)
+        stream.synchronize()
+        return out
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if self._pending is not None:  # let the in-flight refresh finish (its result is superseded below)
+            self._pending[0].result()
+            self._pending = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        # Evaluate with an index that matches the final passage tower.
+        if self.mode != "off" and self.index_step < trainer.global_step:
+            self._refresh_now(trainer, pl_module)
+
+    def state_dict(self) -> dict:
+        return {"version": self.version, "index_step": self.index_step, "index_path": self.index_path,
+                "encoder_fingerprint": self.encoder_fingerprint, "world_size": self._world_size,
+                "history": self.history,
+                "skipped": self.skipped, "corpus_fingerprint": self.corpus_fingerprint}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored = dict(state_dict)

@@ -1,0 +1,131 @@
+"""Re-encoding the corpus with a passage tower and building an index from it, plus staleness between two indexes.
+
+This is the library half of index refresh: plain functions and a builder with no Lightning in it. The schedule,
+the background worker and the swap live in `rag_e2e.lightning.refresh_callback`.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rag_e2e.data.types import Passage
+from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
+from rag_e2e.retrieval.embeddings import encode_to_memmap
+from rag_e2e.retrieval.encoders import BiEncoder, encode_passages, tokenize_passages
+from rag_e2e.retrieval.index import Index, build_index, state_fingerprint
+
+
+@dataclass
+class BuildStats:
+    """What one corpus encoding + index build cost."""
+
+    passages: int  # encoded by this process (its shard under DDP)
+    encode_s: float
+    build_s: float
+    encoder_fingerprint: str
+
+    @property
+    def wall_s(self) -> float:
+        return self.encode_s + self.build_s
+
+    @property
+    def passages_per_s(self) -> float:
+        return self.passages / max(self.encode_s, 1e-9)
+
+
+@dataclass
+class IndexBuilder:
+    """Encodes (this rank's shard of) the corpus with a given passage tower and builds an index over it.
+
+    Under DDP (`world_size` > 1) each rank encodes rows [start, end) of the corpus and the result is a
+    `ShardedIndex`, whose searches are collective. With `embeddings_dir` the vectors go to a memory-mapped array on
+    disk, encoded in resumable shards, so the corpus need not fit in RAM.
+    """
+
+    corpus: list[Passage]
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    batch_size: int
+    kind: str = "exact"
+    index_params: dict = field(default_factory=dict)
+    embeddings_dir: Path | None = None
+    embeddings_dtype: str = "float16"
+    shard_size: int = 100_000
+
+    def build(self, encoder: BiEncoder, *, rank: int = 0, world_size: int = 1, tag: str = "v0",
+              progress: bool = False) -> tuple[Index, BuildStats]:
+        """Encode with `encoder.passage_model` (eval mode, no grad) and build the index; `tag` names the memmap dir."""
+        start, end = shard_bounds(len(self.corpus), world_size, rank) if world_size > 1 else (0, len(self.corpus))
+        passages = self.corpus[start:end]
+        fingerprint = state_fingerprint(encoder.passage_model)
+        began = time.perf_counter()
+        if self.embeddings_dir is None:
+            p_reps = encode_passages(encoder, self.tokenizer, passages, self.batch_size, self.max_length, progress)
+        else:
+            p_reps = self._encode_memmap(encoder, passages, tag, rank, fingerprint, progress)
+        encoded = time.perf_counter()
+        local = build_index(self.kind, p_reps, **self.index_params)
+        index = ShardedIndex(local, start, len(self.corpus)) if world_size > 1 else local
+        stats = BuildStats(len(passages), encoded - began, time.perf_counter() - encoded, fingerprint)
+        return index, stats
+
+    def _encode_memmap(self, encoder: BiEncoder, passages: list[Passage], tag: str, rank: int, fingerprint: str,
+                       progress: bool):
+        model = encoder.passage_model
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+
+        @torch.no_grad()
+        def encode_batch(batch: list[Passage]) -> torch.Tensor:
+            tok = tokenize_passages(self.tokenizer, batch, self.max_length, device)
+            return encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu()
+
+        dim = encode_batch(passages[:1]).shape[1]
+        out_dir = Path(self.embeddings_dir) / f"{tag}-rank{rank}"
+        try:
+            return encode_to_memmap(encode_batch, passages, out_dir, dim=dim, dtype=self.embeddings_dtype,
+                                    shard_size=self.shard_size, batch_size=self.batch_size, fingerprint=fingerprint,
+                                    progress=progress)
+        finally:
+            model.train(was_training)
+
+    def discard(self, tag: str, rank: int = 0) -> None:
+        """Remove a superseded version's memmap (only directories this builder wrote)."""
+        if self.embeddings_dir is not None:
+            shutil.rmtree(Path(self.embeddings_dir) / f"{tag}-rank{rank}", ignore_errors=True)
+
+
+def snapshot_passage_tower(encoder: BiEncoder) -> BiEncoder:
+    """A frozen copy of the passage tower (same device) that a background worker can encode with while training
+    keeps updating the live weights."""
+    tower = copy.deepcopy(encoder.passage_model).eval().requires_grad_(False)
+    return BiEncoder(tower, pooling=encoder.pooling, shared=True)
+
+
+@torch.no_grad()
+def staleness(old: Index, new: Index, q_reps: torch.Tensor, k: int) -> dict[str, float]:
+    """How far the live (old) index has drifted from a fresh one, on probe queries.
+
+    Args:
+        old, new: indexes over the same corpus (collective searches under DDP: call on every rank).
+        q_reps: (P, d) probe query vectors from the current query encoder.
+        k: cut-off.
+
+    Returns:
+        overlap: mean |top-k(old) ∩ top-k(new)| / k (1.0 = the stale index retrieves exactly what a fresh one would);
+        score_drift: mean |s_old_j - s_new_j| over probes and ranks j <= k (the j-th best score in each index).
+    """
+    k = min(k, old.size)
+    old_scores, old_rows = old.search(q_reps, k)
+    new_scores, new_rows = new.search(q_reps, k)
+    hits = (old_rows.unsqueeze(2) == new_rows.unsqueeze(1)).any(2)  # (P, k)
+    return {"overlap": hits.double().mean().item(),
+            "score_drift": (old_scores.double() - new_scores.double()).abs().mean().item()}

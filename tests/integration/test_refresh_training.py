@@ -1,0 +1,115 @@
+"""Index refresh during real (tiny) training: async swap, unchanged-encoder staleness, resume, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import lightning as L
+import pytest
+from helpers import REPO, TINY, tiny_config
+
+from rag_e2e.lightning.refresh_callback import IndexRefreshCallback
+from rag_e2e.retrieval.refresh import IndexBuilder
+from rag_e2e.train import assemble, build_trainer, train
+
+FAST = ["trainer.val_check_interval=100", "model.reader_warmup_steps=0", "eval.ks=[1,3]"]
+
+
+def _fit(cfg, tmp_path, extra_callbacks=()):
+    parts = assemble(cfg, progress=False, run_dir=tmp_path)
+    trainer = build_trainer(cfg, tmp_path, parts.refresh, progress=False, log=False)
+    trainer.callbacks.extend(extra_callbacks)
+    trainer.fit(parts.module, datamodule=parts.datamodule)
+    return parts, trainer
+
+
+def test_async_refresh_swaps_index_while_training_continues(tmp_path):
+    cfg = tiny_config(*FAST, "retriever=end2end", "retriever.k=3", "refresh=async", "refresh.schedule=4",
+                      "model.passage_lr=1e-2", "trainer.max_steps=12")
+    parts = assemble(cfg, progress=False, run_dir=tmp_path)
+    gate, original, steps_while_pending = threading.Event(), parts.refresh.builder.build, []
+
+    def gated_build(encoder, **kwargs):  # the first refresh's encoder "takes" three training steps
+        if kwargs.get("tag") == "v1":
+            assert gate.wait(60)
+        return original(encoder, **kwargs)
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            if parts.refresh._pending is not None and parts.refresh.version == 0:
+                steps_while_pending.append(trainer.global_step)
+                if len(steps_while_pending) >= 4:
+                    gate.set()
+
+    parts.refresh.builder.build = gated_build
+    trainer = build_trainer(cfg, tmp_path, parts.refresh, progress=False, log=False)
+    trainer.callbacks.append(Watch())
+    trainer.fit(parts.module, datamodule=parts.datamodule)
+
+    first = parts.refresh.history[0]
+    assert steps_while_pending[:4] == [4, 5, 6, 7]  # training went on while the refresh was in flight
+    assert first["version"] == 1 and first["encoder_step"] == 4 and first["lag_steps"] >= 3
+    assert first["overlap"] < 1.0 and first["score_drift"] > 0  # the trained passage tower retrieves differently
+    assert parts.refresh.version == len(parts.refresh.history) >= 2 and trainer.global_step == 12
+    assert parts.refresh.index_step == 12  # the final index matches the final passage tower
+
+
+def test_refresh_with_unchanged_passage_tower_has_full_overlap(tmp_path):
+    # query-side only: the passage tower is frozen, so a re-encoded index equals the live one
+    cfg = tiny_config(*FAST, "refresh=sync", "refresh.schedule=3", "trainer.max_steps=6")
+    parts, _ = _fit(cfg, tmp_path)
+    assert [h["step"] for h in parts.refresh.history] == [3, 6]
+    assert all(h["overlap"] == 1.0 and h["score_drift"] == 0.0 for h in parts.refresh.history)
+    assert all(h["passages_per_s"] > 0 and h["wall_s"] > 0 for h in parts.refresh.history)
+
+
+def test_resume_restores_the_live_index_and_schedule(tmp_path, monkeypatch):
+    overrides = [*TINY, *FAST, "retriever=end2end", "retriever.k=3", "refresh=sync", "refresh.schedule=4",
+                 "trainer.val_check_interval=4", "trainer.max_steps=10", f"run_dir={tmp_path / 'run'}"]
+    original_end = IndexRefreshCallback.on_train_batch_end
+
+    def crash_at_6(self, trainer, *args):
+        original_end(self, trainer, *args)
+        if trainer.global_step == 6:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(IndexRefreshCallback, "on_train_batch_end", crash_at_6)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_config(*overrides), progress=False)
+    monkeypatch.setattr(IndexRefreshCallback, "on_train_batch_end", original_end)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+    builds, original_build = [], IndexBuilder.build
+
+    def counting_build(self, encoder, **kwargs):
+        builds.append(kwargs.get("tag"))
+        return original_build(self, encoder, **kwargs)
+
+    monkeypatch.setattr(IndexBuilder, "build", counting_build)
+    metrics = json.loads(train(tiny_config(*overrides), progress=False).read_text())
+    # The checkpoint at step 4 held index v1 (refreshed at step 4): reloaded, not re-encoded; then 8, then final.
+    assert builds == ["v2", "v3"]
+    assert metrics["train/steps"] == 10 and metrics["refresh/count"] == 3
+    assert sorted(p.name for p in (tmp_path / "run" / "index").iterdir()) == ["v3-rank0-of-1"]
+
+
+@pytest.mark.distributed
+def test_ddp_two_processes_train_with_sharded_index_and_refresh(tmp_path):
+    run_dir = tmp_path / "ddp"
+    args = [*TINY, *FAST, "retriever=end2end", "retriever.k=3", "refresh=sync", "refresh.schedule=3",
+            "trainer.max_steps=6", "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu",
+            "trainer.num_threads=1", f"run_dir={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAG_E2E_RUN_DIR": ""}
+    proc = subprocess.run([sys.executable, "-m", "rag_e2e.cli", "train", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train/steps"] == 6 and metrics["refresh/count"] == 2
+    assert 0.0 <= metrics["test/recall@3"] <= 1.0
+    shards = sorted(p.name for p in (run_dir / "index").iterdir())
+    assert shards == ["v2-rank0-of-2", "v2-rank1-of-2"]
+    preds = (run_dir / "predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 40 - 40 // 3  # every test question once, though each rank evaluated half
