@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(VENV)/bin/pip
 DEMO_ARGS ?=
 
-.PHONY: demo test install dev clean-venv
+.PHONY: demo test results install dev clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ demo: install
 
 test: dev
 	$(VENV)/bin/python -m pytest -q
+
+# The README's Results section: the open-domain SQuAD systems (resumable sweep), then tables, plots and the README.
+RESULTS_DIR ?= experiments/results
+RESULTS_ARGS ?=
+results: install
+	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/rag-e2e sweep experiments/sweeps/squad_systems.yaml \
+		output_dir=$(RESULTS_DIR) $(RESULTS_ARGS); \
+	$(VENV)/bin/rag-e2e report $(RESULTS_DIR)/sweeps/squad_systems out=$(RESULTS_DIR) \
+		title="Open-domain SQuAD v1.1 (CPU scale)" readme=README.md \
+		order=squad_generator_only,squad_fixed_retriever,squad_rag_original,squad_rag_end2end
 
 clean-venv:
 	rm -rf $(VENV)

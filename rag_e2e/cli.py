@@ -12,8 +12,9 @@ USAGE = """usage: rag-e2e <command> [args]
   config [overrides...]                print the resolved config and exit
   sweep <file.yaml> [overrides...]     run a W&B sweep file locally (grid/random), resumable; overrides apply to
                                        every run
-  report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B]
-                                       Markdown + LaTeX tables (mean ± std over seeds) and PNG plots
+  report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B] [readme=README.md]
+                                       Markdown + LaTeX tables (mean ± std over seeds) and PNG plots; with
+                                       readme=, the table replaces the README's <!-- results --> block
 
 overrides: `group=name` (e.g. experiment=squad_open, data=squad) or `a.b=value` (e.g. trainer.max_steps=100)
 """
@@ -61,9 +62,9 @@ def cmd_sweep(args: list[str]) -> int:
 
 def cmd_report(args: list[str]) -> int:
     from rag_e2e.errors import ConfigError
-    from rag_e2e.eval.report import collect_runs, write_report
+    from rag_e2e.eval.report import collect_runs, update_readme, write_report
 
-    options = {"out": "report", "title": "Results", "label": "name", "order": ""}
+    options = {"out": "report", "title": "Results", "label": "name", "order": "", "readme": ""}
     paths = []
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -80,6 +81,9 @@ def cmd_report(args: list[str]) -> int:
     written = write_report(runs, Path(options["out"]), title=options["title"], order=order)
     for path in written.values():
         print(f"wrote {path}")
+    if options["readme"]:
+        update_readme(Path(options["readme"]), written["results.md"], Path(options["out"]))
+        print(f"updated {options['readme']}")
     return 0
 
 

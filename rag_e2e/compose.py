@@ -4,7 +4,8 @@ A small, Hydra-like composition on OmegaConf (Hydra 1.3 pins OmegaConf < 2.4, wh
 
     configs/config.yaml          `defaults:` maps each group to its default file, plus top-level values
     configs/<group>/<name>.yaml  values for the `<group>` key (e.g. configs/trainer/cpu.yaml fills `trainer`)
-    configs/experiment/<n>.yaml  global values; its own `defaults:` picks group files (e.g. `data: squad`)
+    configs/experiment/<n>.yaml  global values; its own `defaults:` picks group files (e.g. `data: squad`);
+                                 `experiment=path/to/file.yaml` loads an experiment file from anywhere
 
 Overrides: `group=name` picks a group file (`experiment=squad_open`, `data=squad`); `a.b=value` sets a key.
 Precedence, lowest first: schema defaults < group files < config.yaml < experiment < `a.b=value`.
@@ -56,8 +57,19 @@ def _split_overrides(overrides: list[str], groups: set[str]) -> tuple[dict[str, 
     return choices, keys
 
 
+def _group_path(root: Path, group: str, choice: str) -> Path:
+    # An experiment may also be a YAML file anywhere (experiments/squad/rag_end2end.yaml), not only a shipped name.
+    if group == "experiment" and choice.endswith((".yaml", ".yml")):
+        return Path(choice)
+    return root / group / f"{choice}.yaml"
+
+
 def _load_group(root: Path, group: str, choice: str) -> dict:
-    path = root / group / f"{choice}.yaml"
+    path = _group_path(root, group, choice)
+    if group == "experiment" and path.suffix in (".yaml", ".yml") and path.parent != root / group:
+        if not path.is_file():
+            raise ConfigError(f"no experiment file {path}")
+        return _read_yaml(path)
     if not path.is_file():
         options = ", ".join(sorted(p.stem for p in (root / group).glob("*.yaml")))
         raise ConfigError(f"no config '{group}={choice}': {path} does not exist (options: {options})")
@@ -111,7 +123,7 @@ def compose(overrides: list[str] | None = None, root: Path | None = None) -> Run
         cfg = _merge(cfg, {group: _load_group(root, group, choice)}, f"configs/{group}/{choice}.yaml")
     cfg = _merge(cfg, top, "configs/config.yaml")
     if experiment:
-        cfg = _merge(cfg, experiment, f"configs/experiment/{choices['experiment']}.yaml")
+        cfg = _merge(cfg, experiment, str(_group_path(root, "experiment", choices["experiment"])))
     try:
         dotlist = OmegaConf.from_dotlist(cli_keys)
     except OmegaConfBaseException as err:

@@ -43,6 +43,7 @@ class DataConfig:
     qa_path: str | None = None  # squad: the SQuAD JSON/zip (also the corpus); files: QA file for all splits
     qa_format: Literal["auto", "squad", "nq_open", "jsonl"] = "auto"
     corpus_path: str | None = None  # files: DPR TSV or JSONL corpus
+    test_path: str | None = None  # files: a separate test QA file (qa_path is then split into train/dev only)
     corpus_format: Literal["auto", "dpr_tsv", "jsonl"] = "auto"
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/dev/test, by group
     split_seed: int = 0
@@ -67,6 +68,7 @@ class EncoderConfig:
     """The DPR-style bi-encoder. `name_or_path: null` builds a random BERT from the fields below."""
 
     name_or_path: str | None = None  # HF name or folder; "minilm" = the offline all-MiniLM-L6-v2 package
+    passage_name_or_path: str | None = None  # a separate pretrained passage tower (DPR's ctx encoder); null = copy
     tokenizer: str = "minilm"  # tokenizer for a random encoder (name, folder or "minilm")
     hidden_size: int = 128
     num_layers: int = 2
@@ -112,6 +114,7 @@ class RetrieverConfig:
     # search k' in the (stale) index, re-score them with the current towers, keep the best k.
     train_passage_encoder: bool = False
     rerank_candidates: int = 0
+    closed_book: bool = False  # generator only: it reads the question alone (retrieval is still scored, not read)
     encode_batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -119,6 +122,8 @@ class RetrieverConfig:
         _check(self.temperature > 0, "set `retriever.temperature` > 0")
         _check(self.rerank_candidates == 0 or self.rerank_candidates > self.k,
                "set `retriever.rerank_candidates` to 0 (off) or more than `retriever.k`")
+        _check(not (self.closed_book and (self.train_passage_encoder or self.rerank_candidates)),
+               "`retriever.closed_book` reads no passages: unset `retriever.train_passage_encoder`/`rerank_candidates`")
         _check(not (self.freeze_query_encoder and self.train_passage_encoder),
                "`retriever.freeze_query_encoder` and `retriever.train_passage_encoder` exclude each other")
 

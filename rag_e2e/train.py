@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import OmegaConf
+from transformers import AutoModel
 
 from rag_e2e.compose import to_yaml
 from rag_e2e.config import RunConfig
@@ -26,7 +27,7 @@ from rag_e2e.lightning.module import RagLitModule
 from rag_e2e.lightning.refresh_callback import IndexRefreshCallback
 from rag_e2e.models.generator import build_generator
 from rag_e2e.models.rag import RagModel
-from rag_e2e.retrieval.encoders import BiEncoder, build_encoder_model, load_tokenizer
+from rag_e2e.retrieval.encoders import BiEncoder, build_encoder_model, load_tokenizer, resolve_name
 from rag_e2e.retrieval.refresh import IndexBuilder
 from rag_e2e.schedule import RefreshSchedule
 
@@ -66,7 +67,9 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
     encoder = BiEncoder(build_encoder_model(enc_cfg.name_or_path, q_tokenizer, hidden_size=enc_cfg.hidden_size,
                                             num_layers=enc_cfg.num_layers, num_heads=enc_cfg.num_heads,
                                             intermediate_size=enc_cfg.intermediate_size, seed=enc_cfg.seed),
-                        pooling=enc_cfg.pooling, shared=enc_cfg.shared_towers)
+                        pooling=enc_cfg.pooling, shared=enc_cfg.shared_towers,
+                        passage_encoder=AutoModel.from_pretrained(resolve_name(enc_cfg.passage_name_or_path))
+                        if enc_cfg.passage_name_or_path else None)
     if state_dict is not None:
         _load_prefixed(encoder, state_dict, "rag.encoder.")
     r = cfg.retriever
@@ -80,15 +83,17 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                                              ffn_dim=gen_cfg.ffn_dim, seed=gen_cfg.seed)
     if state_dict is not None:
         _load_prefixed(generator, state_dict, "rag.generator.")
-    rag = RagModel(encoder, generator, g_tokenizer, data.corpus, None, k=min(r.k, len(data.corpus)),
+    # Closed book reads one empty passage: the marginal over one document is the plain seq2seq NLL.
+    k = 1 if r.closed_book else min(r.k, len(data.corpus))
+    rag = RagModel(encoder, generator, g_tokenizer, data.corpus, None, k=k,
                    temperature=r.temperature, loss=cfg.model.loss, max_source_length=gen_cfg.max_source_length,
                    max_target_length=gen_cfg.max_target_length, passage_tokenizer=q_tokenizer,
                    max_passage_length=enc_cfg.max_passage_length, fresh_passages=r.train_passage_encoder,
-                   rerank_candidates=min(r.rerank_candidates, len(data.corpus)))
+                   rerank_candidates=min(r.rerank_candidates, len(data.corpus)), closed_book=r.closed_book)
     m = cfg.model
     module = RagLitModule(rag, lr=m.lr, retriever_lr=m.retriever_lr, weight_decay=m.weight_decay,
                           warmup_steps=m.warmup_steps, label_smoothing=m.label_smoothing,
-                          freeze_query_encoder=r.freeze_query_encoder,
+                          freeze_query_encoder=r.freeze_query_encoder or r.closed_book,
                           train_passage_encoder=r.train_passage_encoder, passage_lr=m.passage_lr,
                           reader_loss_weight=m.reader_loss_weight, reader_warmup_steps=m.reader_warmup_steps,
                           reader_ready_nll=m.reader_ready_nll,
@@ -203,6 +208,18 @@ def _refresh_summary(history: list[dict]) -> dict[str, float]:
     return out
 
 
+def _log_prediction_table(trainer: L.Trainer, records: list[dict], corpus, n: int) -> None:
+    """A W&B table of sample test predictions: question, top passages, answer, gold."""
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+    if not loggers or not records:
+        return
+    text = {p.pid: p.text for p in corpus}
+    rows = [[r["question"], "\n".join(f"[{pid}] {text[pid][:200]}" for pid in r["retrieved"][:3]), r["answer"],
+             " | ".join(r["gold"]), r["gold_rank"]] for r in records[:n]]
+    loggers[0].log_table(key="test/predictions", columns=["question", "top passages", "answer", "gold", "gold rank"],
+                         data=rows)
+
+
 def train(cfg: RunConfig, progress: bool = True) -> Path:
     """Run one experiment; returns the path of its metrics.json.
 
@@ -249,6 +266,7 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
     metrics["train/rag_start_step"] = parts.module.rag_start_step
     metrics.update(_refresh_summary(parts.refresh.history))
     if main:
+        _log_prediction_table(trainer, parts.module.predictions, parts.data.corpus, cfg.eval.num_qualitative)
         write_predictions(run_dir / "predictions.jsonl", parts.module.predictions)
         _write_json(run_dir / "metrics.json", metrics)
     return run_dir / "metrics.json"

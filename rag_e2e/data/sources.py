@@ -54,7 +54,8 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
     elif cfg.source == "squad":
         questions, corpus = load_squad(_resolve(cfg.qa_path, base_dir))
         train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed)
-        data = RagData(corpus, train, dev, test)
+        # Reader-only examples: training questions with their gold paragraph ((context, query, response) pairs).
+        data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context])
     else:
         corpus = load_corpus(_resolve(cfg.corpus_path, base_dir), cfg.corpus_format)
         questions = load_qa(_resolve(cfg.qa_path, base_dir), cfg.qa_format)
@@ -64,8 +65,14 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
             if missing:
                 raise DataFormatError(cfg.qa_path, None, "gold_passage_ids",
                                       f"question {ex.qid} names passage id {missing[0]} not in {cfg.corpus_path}")
-        train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed)
-        data = RagData(corpus, train, dev, test)
+        if cfg.test_path:  # a separate test file (NQ-open's dev/test): split qa_path into train and dev only
+            train_frac, dev_frac, _ = cfg.split_fractions
+            train, dev, _ = split_by_group(questions, (train_frac / (train_frac + dev_frac),
+                                                       dev_frac / (train_frac + dev_frac), 0.0), seed=cfg.split_seed)
+            test = load_qa(_resolve(cfg.test_path, base_dir), cfg.qa_format)
+        else:
+            train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed)
+        data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context])
     data.dev = _cap(data.dev, cfg.max_eval_questions, cfg.split_seed)
     data.test = _cap(data.test, cfg.max_eval_questions, cfg.split_seed + 1)
     return data

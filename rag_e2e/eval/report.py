@@ -442,3 +442,18 @@ def _plot_curves(groups: dict[str, list[RunResult]], title: str, out: Path) -> N
         ax.set(xlabel="training step", ylabel=f"{metric} (%)", title=metric)
         ax.grid(alpha=0.3)
     fig.savefig(out, format="png")
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(readme: Path, results_md: Path, out_dir: Path) -> None:
+    """Replace the block between README_START and README_END in `readme` with the results table and plots."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise RagE2EError(f"{readme}: no `{README_START}` ... `{README_END}` block to put the results in")
+    rel = os.path.relpath(out_dir, readme.parent)
+    block = (f"{README_START}\n{results_md.read_text().strip()}\n\n"
+             f"![recall@k vs k]({rel}/recall_at_k.png) ![EM and recall@5 vs step]({rel}/curves.png)\n{README_END}")
+    _write_all(readme.parent, {readme.name: _text_writer(text[:start] + block + text[end + len(README_END):])})

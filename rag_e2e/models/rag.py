@@ -39,7 +39,7 @@ class RagModel(nn.Module):
                  corpus: list[Passage], index: Index | None, *, k: int, temperature: float, loss: LossKind,
                  max_source_length: int, max_target_length: int,
                  passage_tokenizer: PreTrainedTokenizerBase | None = None, max_passage_length: int = 128,
-                 fresh_passages: bool = False, rerank_candidates: int = 0):
+                 fresh_passages: bool = False, rerank_candidates: int = 0, closed_book: bool = False):
         super().__init__()
         self.encoder = encoder
         self.generator = generator
@@ -54,6 +54,7 @@ class RagModel(nn.Module):
             raise ValueError("fresh_passages / rerank_candidates need the passage tokenizer")
         self.passage_tokenizer, self.max_passage_length = passage_tokenizer, max_passage_length
         self.fresh_passages, self.rerank_candidates = fresh_passages, rerank_candidates
+        self.closed_book = closed_book  # the generator-only baseline: every "passage" it reads is empty
 
     def set_index(self, index: Index) -> None:
         """Swap in a (re)built index over the same corpus; takes effect at the next `retrieve`."""
@@ -89,9 +90,11 @@ class RagModel(nn.Module):
         """Generator inputs for every (question, retrieved passage) pair, (B*k, L), example-major."""
         k = rows.shape[1]
         passages = [self.corpus[r] for r in rows.reshape(-1).tolist()]
+        titles, texts = [p.title for p in passages], [p.text for p in passages]
+        if self.closed_book:
+            titles = texts = [""] * len(passages)
         repeated = [q for q in questions for _ in range(k)]
-        enc = encode_sources(self.gen_tokenizer, [p.title for p in passages], [p.text for p in passages], repeated,
-                             self.max_source_length)
+        enc = encode_sources(self.gen_tokenizer, titles, texts, repeated, self.max_source_length)
         return {name: t.to(rows.device) for name, t in enc.items()}
 
     def labels(self, answers: list[str]) -> torch.Tensor:

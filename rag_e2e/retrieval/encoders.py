@@ -55,21 +55,29 @@ class BiEncoder(nn.Module):
     retriever already scores lexical overlap a little above chance.
     """
 
-    def __init__(self, encoder: nn.Module, pooling: Pooling = "mean", shared: bool = False):
+    def __init__(self, encoder: nn.Module, pooling: Pooling = "mean", shared: bool = False,
+                 passage_encoder: nn.Module | None = None):
         super().__init__()
+        if shared and passage_encoder is not None:
+            raise ValueError("shared towers take one encoder; drop passage_encoder")
         self.query_model = encoder
-        self.passage_model = encoder if shared else copy.deepcopy(encoder)
+        # DPR-style checkpoints ship a separate passage (context) encoder; otherwise both towers start identical.
+        self.passage_model = encoder if shared else passage_encoder or copy.deepcopy(encoder)
         self.pooling: Pooling = pooling
         self.shared = shared
 
     def encode_query(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids -> (B, d) query vectors."""
-        out = self.query_model(input_ids=input_ids, attention_mask=attention_mask)
-        return pool(out.last_hidden_state, attention_mask, self.pooling)
+        return self._encode(self.query_model, input_ids, attention_mask)
 
     def encode_passage(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(N, L) token ids -> (N, d) passage vectors."""
-        out = self.passage_model(input_ids=input_ids, attention_mask=attention_mask)
+        return self._encode(self.passage_model, input_ids, attention_mask)
+
+    def _encode(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = model(input_ids=input_ids, attention_mask=attention_mask)
+        if getattr(out, "last_hidden_state", None) is None:  # DPR{Question,Context}Encoder: already pooled [CLS]
+            return out.pooler_output
         return pool(out.last_hidden_state, attention_mask, self.pooling)
 
     def freeze(self, query: bool, passage: bool) -> None:

@@ -35,6 +35,7 @@ def test_train_20_steps_then_eval_checkpoint(tmp_path, capsys):
     assert len(preds[0]["retrieved"]) == 3 and preds[0]["scores"] == sorted(preds[0]["scores"], reverse=True)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert any((run_dir / "wandb").iterdir())  # offline W&B run written
+    assert list((run_dir / "wandb").rglob("*predictions*.table.json"))  # sample-predictions table
     assert (run_dir / "csv" / "metrics.csv").read_text().count("train/loss") == 1
 
     assert main(["eval", str(run_dir / "checkpoints" / "last.ckpt"), "eval.num_beams=2"]) == 0

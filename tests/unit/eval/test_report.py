@@ -173,3 +173,21 @@ def test_failed_render_leaves_previous_report(runs_root, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         write_report(runs, out, title="second")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_update_readme_replaces_only_the_results_block(tmp_path):
+    from rag_e2e.eval.report import README_END, README_START, update_readme
+
+    readme, out = tmp_path / "README.md", tmp_path / "experiments" / "results"
+    out.mkdir(parents=True)
+    (out / "results.md").write_text("| system | EM |\n|---|---|\n| a | 1.0 |\n")
+    readme.write_text(f"# Title\n\nbefore\n{README_START}\nold table\n{README_END}\nafter\n")
+    update_readme(readme, out / "results.md", out)
+    text = readme.read_text()
+    assert "old table" not in text and "| a | 1.0 |" in text and text.startswith("# Title\n\nbefore\n")
+    assert text.endswith(f"{README_END}\nafter\n") and "(experiments/results/curves.png)" in text
+    update_readme(readme, out / "results.md", out)  # idempotent
+    assert readme.read_text() == text
+    readme.write_text("no markers\n")
+    with pytest.raises(RagE2EError, match="results:start"):
+        update_readme(readme, out / "results.md", out)

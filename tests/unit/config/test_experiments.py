@@ -1,0 +1,62 @@
+"""Every experiment file under experiments/ composes and validates; the real-scale NQ configs match the RAG paper."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import REPO
+from transformers import DPRConfig, DPRContextEncoder, DPRQuestionEncoder
+
+from rag_e2e.compose import compose
+from rag_e2e.retrieval.encoders import BiEncoder
+
+EXPERIMENTS = sorted((REPO / "experiments").glob("*/*.yaml"))
+EXPERIMENTS = [p for p in EXPERIMENTS if p.parent.name != "sweeps"]
+
+
+def test_there_are_experiment_files():
+    names = {p.relative_to(REPO / "experiments").as_posix() for p in EXPERIMENTS}
+    assert {"squad/generator_only.yaml", "squad/fixed_retriever.yaml", "squad/rag_original.yaml",
+            "squad/rag_end2end.yaml", "nq/rag_paper_nq.yaml", "nq/rag_paper_nq_end2end.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_experiment_composes(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg = compose([f"experiment={path.relative_to(REPO)}"])
+    assert cfg.name and cfg.trainer.max_steps > 0
+
+
+@pytest.mark.parametrize("name", ["rag_paper_nq", "rag_paper_nq_end2end"])
+def test_nq_configs_are_the_rag_paper_setup(name, monkeypatch):
+    """Dry run: compose and validate offline; nothing is downloaded."""
+    monkeypatch.chdir(REPO)
+    cfg = compose([f"experiment=experiments/nq/{name}.yaml"])
+    assert cfg.encoder.name_or_path == "facebook/dpr-question_encoder-single-nq-base"
+    assert cfg.encoder.passage_name_or_path == "facebook/dpr-ctx_encoder-single-nq-base"
+    assert cfg.encoder.pooling == "cls" and cfg.generator.name_or_path == "facebook/bart-large"
+    assert cfg.data.corpus_path.endswith("psgs_w100.tsv") and cfg.data.qa_format == "nq_open"
+    assert cfg.retriever.k == 5 and cfg.model.loss == "sequence" and cfg.index.kind == "hnsw"
+    assert cfg.trainer.accelerator == "gpu" and cfg.index.embeddings_dir  # 21M vectors stay on disk
+    end2end = name.endswith("end2end")
+    assert cfg.retriever.train_passage_encoder == end2end and cfg.refresh.mode == ("async" if end2end else "off")
+
+
+def test_dpr_style_encoders_pool_through_their_projection():
+    """DPR encoders return pooler_output (no last_hidden_state); the bi-encoder uses it, per tower."""
+    config = DPRConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, projection_dim=0)
+    question, context = DPRQuestionEncoder(config).eval(), DPRContextEncoder(config).eval()
+    encoder = BiEncoder(question, pooling="cls", passage_encoder=context)
+    ids, mask = torch.randint(5, 100, (3, 7)), torch.ones(3, 7, dtype=torch.long)
+    assert torch.equal(encoder.encode_query(ids, mask), question(input_ids=ids, attention_mask=mask).pooler_output)
+    assert torch.equal(encoder.encode_passage(ids, mask), context(input_ids=ids, attention_mask=mask).pooler_output)
+    assert encoder.passage_model is context
+
+
+def test_experiment_file_that_does_not_exist_is_one_error():
+    from rag_e2e.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no experiment file"):
+        compose(["experiment=experiments/nope.yaml"])
+    assert Path(REPO / "experiments").is_dir()
