@@ -26,6 +26,7 @@ class SyntheticConfig:
     num_reader_entities: int = 300  # extra entities, NOT in the KB, for the reader-only loss
     attributes_per_entity: int = 3  # one passage and one question per attribute; one per entity is held out
     twins: bool = False  # entities in pairs with the same name words swapped: only word order tells them apart
+    filler_sentences: int = 0  # unrelated sentences appended to each KB passage (noise a fixed passage vector keeps)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -49,7 +49,8 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
     """
     if cfg.source == "synthetic":
         s = cfg.synthetic
-        kb = make_synthetic_kb(s.num_entities, s.num_reader_entities, s.attributes_per_entity, s.seed, twins=s.twins)
+        kb = make_synthetic_kb(s.num_entities, s.num_reader_entities, s.attributes_per_entity, s.seed, twins=s.twins,
+                                filler_sentences=s.filler_sentences)
         data = RagData(kb.corpus, kb.train, kb.dev, kb.test, kb.reader)
     elif cfg.source == "squad":
         questions, corpus = load_squad(_resolve(cfg.qa_path, base_dir))

@@ -33,6 +33,34 @@ _NOUNS = (
     "valley willow wolf"
 ).split()
 
+# Filler sentences (no word from the answer vocabulary above): appended to passages with `filler_sentences` > 0.
+_FILLER = [
+    "Many people walk along the road during the long summer evenings.",
+    "The local market opens early on most weekdays.",
+    "Visitors often ask about the history of the old square.",
+    "There is a small library next to the train station.",
+    "Several families moved here after the war ended.",
+    "The annual fair brings music and food to the streets.",
+    "Children play games in the park until it gets dark.",
+    "A narrow bridge crosses the water near the mill.",
+    "The winters are usually mild and rather wet.",
+    "Most houses in the area were built of brick.",
+    "Farmers sell fruit and vegetables at the weekly market.",
+    "The church bells ring every hour during the day.",
+    "An old newspaper reported on the event at length.",
+    "Tourists come in large numbers every spring.",
+    "The school was rebuilt twice over the last century.",
+    "A famous painter once lived in a house on this street.",
+    "People here speak with a distinct regional accent.",
+    "The museum keeps records of births and marriages.",
+    "Trade with nearby towns grew during those years.",
+    "Local bakers are known for their sweet bread.",
+    "The main road was paved only after many complaints.",
+    "Elections are held in the town hall every four years.",
+    "Fishing boats leave the harbour before sunrise.",
+    "The theatre shows plays written by local authors.",
+]
+
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "tr", "st"]
 _VOWELS = ["a", "e", "i", "o", "u"]
 _CODAS = ["", "", "n", "r", "l", "s", "k", "m"]
@@ -72,11 +100,13 @@ def _unique_words(rng: random.Random, count: int, syllables: int, taken: set[str
     return words
 
 
-def _entity(prefix: str, name: str, values: list[str]) -> list[tuple[Passage, QAExample]]:
-    """One passage and one question per attribute of an entity."""
+def _entity(prefix: str, name: str, values: list[str],
+            fillers: list[str] | None = None) -> list[tuple[Passage, QAExample]]:
+    """One passage and one question per attribute of an entity (each passage followed by its filler, if any)."""
     out = []
-    for (attr, sentence, question), value in zip(_ATTRIBUTES, values):
-        passage = Passage(pid=f"{prefix}-{attr}", text=sentence.format(name=name, value=value), title="")
+    for i, ((attr, sentence, question), value) in enumerate(zip(_ATTRIBUTES, values)):
+        text = sentence.format(name=name, value=value) + (f" {fillers[i]}" if fillers and fillers[i] else "")
+        passage = Passage(pid=f"{prefix}-{attr}", text=text, title="")
         qa = QAExample(qid=passage.pid, question=question.format(name=name), answers=(value,),
                        gold_pids=(passage.pid,), group=prefix, context=(passage.title, passage.text))
         out.append((passage, qa))
@@ -84,7 +114,7 @@ def _entity(prefix: str, name: str, values: list[str]) -> list[tuple[Passage, QA
 
 
 def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_per_entity: int,
-                      seed: int, twins: bool = False) -> SyntheticKB:
+                      seed: int, twins: bool = False, filler_sentences: int = 0) -> SyntheticKB:
     """Generate the knowledge base; the same arguments always give the same data.
 
     Args:
@@ -95,7 +125,11 @@ def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_pe
         twins: KB entities come in pairs whose names are the same two words swapped ("Tovak Relin" and "Relin
             Tovak"), so their passages hold the same words and differ only in order. A bag-of-words view of a
             passage, like a fixed mean-pooled encoder, cannot tell them apart; telling them apart needs a passage
-            encoder that learns word order (the `synthetic_hard` experiment).
+            encoder that learns word order.
+        filler_sentences: unrelated sentences appended to each KB passage, drawn at random from a fixed pool. In a
+            fixed mean-pooled passage vector they drown the few tokens that identify the entity (the same words
+            recur, in different mixes, across passages); a passage tower that trains can learn to discount them
+            (the `synthetic_hard` experiment). Reader-only passages get none.
     """
     rng = random.Random(seed)
     total = num_entities + num_reader_entities
@@ -115,7 +149,8 @@ def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_pe
         in_kb = i < num_entities
         vals = values[i * attributes_per_entity : (i + 1) * attributes_per_entity]
         name = f"{last[i - 1]} {first[i - 1]}" if twins and in_kb and i % 2 == 1 else f"{first[i]} {last[i]}"
-        items = _entity(f"e{i}" if in_kb else f"r{i - num_entities}", name, vals)
+        fillers = [" ".join(rng.sample(_FILLER, filler_sentences)) for _ in vals] if in_kb else None
+        items = _entity(f"e{i}" if in_kb else f"r{i - num_entities}", name, vals, fillers)
         if not in_kb:
             reader.extend(qa for _, qa in items)
             continue

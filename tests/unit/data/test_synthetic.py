@@ -49,3 +49,26 @@ def test_reader_entities_are_outside_the_knowledge_base():
         assert ex.context is not None and has_answer(ex.context[1], ex.answers)
         assert ex.answers[0] not in corpus_text
         assert _name(ex.question) not in corpus_text
+
+
+def test_twins_share_name_words_in_swapped_order():
+    kb = make_synthetic_kb(10, 0, 3, seed=3, twins=True)
+    by_entity = {}
+    for p in kb.corpus:
+        by_entity.setdefault(p.pid.split("-")[0], p.text)
+    for i in range(0, 10, 2):
+        a, b = by_entity[f"e{i}"], by_entity[f"e{i + 1}"]
+        name_a = a.split(" was born.")[0].split("where ")[1]
+        name_b = b.split(" was born.")[0].split("where ")[1]
+        assert name_a != name_b and name_a.split() == name_b.split()[::-1]
+
+
+def test_filler_sentences_follow_the_fact_in_kb_passages_only():
+    plain, filled = make_synthetic_kb(12, 4, 3, seed=1), make_synthetic_kb(12, 4, 3, seed=1, filler_sentences=3)
+    for p, q in zip(plain.corpus, filled.corpus):
+        assert q.text.startswith(p.text.split(".")[0] + ".") and q.text.count(".") == 4  # fact + 3 fillers
+    assert all(ex.context[1].count(".") == 1 for ex in filled.reader)  # reader passages stay plain
+    answers = {ex.answers[0].lower() for ex in filled.train + filled.dev + filled.test}
+    for p in filled.corpus:
+        filler = p.text.split(".", 1)[1].lower()
+        assert not any(a in filler for a in answers)  # no answer string hides in the filler
