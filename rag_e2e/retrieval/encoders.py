@@ -7,7 +7,6 @@ from typing import Literal
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
 
 from rag_e2e.data.types import Passage
@@ -93,27 +92,6 @@ def tokenize_passages(tokenizer: PreTrainedTokenizerBase, passages: list[Passage
     tok = tokenizer([p.title for p in passages], [p.text for p in passages], truncation="only_second",
                     max_length=max_length, padding=True, return_tensors="pt")
     return {"input_ids": tok["input_ids"].to(device), "attention_mask": tok["attention_mask"].to(device)}
-
-
-@torch.no_grad()
-def encode_passages(encoder: BiEncoder, tokenizer: PreTrainedTokenizerBase, passages: list[Passage],
-                    batch_size: int, max_length: int, progress: bool = True) -> torch.Tensor:
-    """Encode a corpus with the passage tower, in batches, in eval mode.
-
-    Returns:
-        (N, d) float32 passage vectors on the CPU, in corpus order.
-    """
-    model = encoder.passage_model
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    chunks = []
-    batches = range(0, len(passages), batch_size)
-    for start in tqdm(batches, desc="encode passages", unit="batch", disable=not progress, leave=False):
-        tok = tokenize_passages(tokenizer, passages[start : start + batch_size], max_length, device)
-        chunks.append(encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu())
-    model.train(was_training)
-    return torch.cat(chunks)
 
 
 def build_encoder_model(name_or_path: str | None, tokenizer: PreTrainedTokenizerBase, *, hidden_size: int,

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rag_e2e.data.types import Passage
 from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
 from rag_e2e.retrieval.embeddings import encode_to_memmap
-from rag_e2e.retrieval.encoders import BiEncoder, encode_passages, tokenize_passages
+from rag_e2e.retrieval.encoders import BiEncoder, tokenize_passages
 from rag_e2e.retrieval.index import Index, build_index, state_fingerprint
 
 
@@ -58,6 +59,9 @@ class IndexBuilder:
     embeddings_dir: Path | None = None
     embeddings_dtype: str = "float16"
     shard_size: int = 100_000
+    # Passages never change, only the encoder: an in-RAM corpus is tokenized once and reused by every refresh
+    # (tokenizing costs as much as a small encoder's forward). Out-of-core corpora re-tokenize per shard.
+    _token_cache: dict = field(default_factory=dict, init=False, repr=False)
 
     def build(self, encoder: BiEncoder, *, rank: int = 0, world_size: int = 1, tag: str = "v0",
               progress: bool = False) -> tuple[Index, BuildStats]:
@@ -67,7 +71,7 @@ class IndexBuilder:
         fingerprint = state_fingerprint(encoder.passage_model)
         began = time.perf_counter()
         if self.embeddings_dir is None:
-            p_reps = encode_passages(encoder, self.tokenizer, passages, self.batch_size, self.max_length, progress)
+            p_reps = self._encode_cached(encoder, start, end, progress)
         else:
             p_reps = self._encode_memmap(encoder, passages, tag, rank, fingerprint, progress)
         encoded = time.perf_counter()
@@ -75,6 +79,25 @@ class IndexBuilder:
         index = ShardedIndex(local, start, len(self.corpus)) if world_size > 1 else local
         stats = BuildStats(len(passages), encoded - began, time.perf_counter() - encoded, fingerprint)
         return index, stats
+
+    @torch.no_grad()
+    def _encode_cached(self, encoder: BiEncoder, start: int, end: int, progress: bool) -> torch.Tensor:
+        """(end - start, d) float32 vectors of corpus rows [start, end), from cached token batches."""
+        if (start, end) not in self._token_cache:
+            self._token_cache[(start, end)] = [
+                tokenize_passages(self.tokenizer, self.corpus[i : min(i + self.batch_size, end)], self.max_length)
+                for i in range(start, end, self.batch_size)]
+        model = encoder.passage_model
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        chunks = []
+        for tok in tqdm(self._token_cache[(start, end)], desc="encode passages", unit="batch", disable=not progress,
+                        leave=False):
+            ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+            chunks.append(encoder.encode_passage(ids, mask).float().cpu())
+        model.train(was_training)
+        return torch.cat(chunks)
 
     def _encode_memmap(self, encoder: BiEncoder, passages: list[Passage], tag: str, rank: int, fingerprint: str,
                        progress: bool):
