@@ -23,7 +23,7 @@ from rag_e2e.compose import compose
 from rag_e2e.retrieval.encoders import tokenize_passages
 from rag_e2e.train import assemble, build_trainer
 
-DEFAULTS = ["experiment=synthetic_demo", "retriever=end2end", "data.synthetic.num_entities=1000",
+DEFAULTS = ["experiment=synthetic_demo", "retriever=end2end", "data.synthetic.num_entities=800",
             "model.reader_warmup_steps=0", "logger.wandb=false", "logger.csv=false",
             "trainer.val_check_interval=100000", "refresh.save_index=false"]
 

@@ -33,6 +33,9 @@ class SyntheticConfig:
         _check(self.num_entities >= 10, "set `data.synthetic.num_entities` >= 10")
         _check(1 <= self.attributes_per_entity <= 4, "set `data.synthetic.attributes_per_entity` in [1, 4]")
         _check(self.num_reader_entities >= 0, "set `data.synthetic.num_reader_entities` >= 0")
+        _check((self.num_entities + self.num_reader_entities) * self.attributes_per_entity <= 3416,
+               "the synthetic KB has 3,416 distinct answers: lower `data.synthetic.num_entities`, "
+               "`data.synthetic.num_reader_entities` or `data.synthetic.attributes_per_entity`")
 
 
 @dataclass
