@@ -18,7 +18,8 @@ import lightning as L
 import torch
 
 from rag_e2e.errors import RagE2EError
-from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
+from rag_e2e.retrieval.distributed import ShardedIndex
+from rag_e2e.retrieval.encoders import eval_mode
 from rag_e2e.retrieval.index import Index, IndexMeta, corpus_fingerprint, load_index, save_index
 from rag_e2e.retrieval.refresh import BuildStats, IndexBuilder, snapshot_passage_tower, staleness
 from rag_e2e.schedule import RefreshSchedule
@@ -56,9 +57,9 @@ class IndexRefreshCallback(L.Callback):
         self._pending: tuple[Future, int, float] | None = None  # (future, snapshot step, start time)
 
     # ---- building and swapping ------------------------------------------------------------------------------------
-    def _build(self, trainer: L.Trainer, encoder) -> tuple[Index, BuildStats]:
+    def _build(self, trainer: L.Trainer, encoder, version: int) -> tuple[Index, BuildStats]:
         return self.builder.build(encoder, rank=trainer.global_rank, world_size=trainer.world_size,
-                                  tag=f"v{self.version + 1}", progress=self.progress)
+                                  tag=f"v{version}", progress=self.progress)
 
     def _install(self, trainer: L.Trainer, pl_module, index: Index, stats: BuildStats, step: int,
                  log: bool = True) -> None:
@@ -70,6 +71,7 @@ class IndexRefreshCallback(L.Callback):
         if old is not None and self.probe is not None:
             record.update(staleness(old, index, self._probe_reps(pl_module), self.k))
         pl_module.swap_index(index)
+        self.builder.discard(f"v{self.version}", trainer.global_rank)  # its memmap, if any, is no longer searched
         self.version, self.index_step, self.encoder_fingerprint = self.version + 1, step, stats.encoder_fingerprint
         self._save(trainer, index, stats)
         self.history.append(record)
@@ -80,12 +82,8 @@ class IndexRefreshCallback(L.Callback):
     @torch.no_grad()
     def _probe_reps(self, pl_module) -> torch.Tensor:
         q_ids, q_mask = (t.to(pl_module.device) for t in self.probe)
-        encoder = pl_module.rag.encoder
-        was_training = encoder.training
-        encoder.eval()
-        q_reps = encoder.encode_query(q_ids, q_mask)
-        encoder.train(was_training)
-        return q_reps
+        with eval_mode(pl_module.rag.encoder) as encoder:
+            return encoder.encode_query(q_ids, q_mask)
 
     def _save(self, trainer: L.Trainer, index: Index, stats: BuildStats) -> None:
         if self.index_dir is None:
@@ -102,8 +100,7 @@ class IndexRefreshCallback(L.Callback):
 
     def _ensure_index(self, trainer: L.Trainer, pl_module) -> None:
         if pl_module.rag.index is None:
-            index, stats = self.builder.build(pl_module.rag.encoder, rank=trainer.global_rank,
-                                              world_size=trainer.world_size, tag="v0", progress=self.progress)
+            index, stats = self._build(trainer, pl_module.rag.encoder, self.version)
             pl_module.swap_index(index)
             self.encoder_fingerprint = stats.encoder_fingerprint
 
@@ -143,15 +140,11 @@ class IndexRefreshCallback(L.Callback):
             print(f"index refresh: cannot reload the live index ({err}); re-encoding the corpus")
             return False
         self.index_path, self.encoder_fingerprint = path, meta.encoder_fingerprint
-        index = local
-        if trainer.world_size > 1:
-            start, _ = shard_bounds(len(self.builder.corpus), trainer.world_size, trainer.global_rank)
-            index = ShardedIndex(local, start, len(self.builder.corpus))
-        pl_module.swap_index(index)
+        pl_module.swap_index(self.builder.shard_index(local, trainer.global_rank, trainer.world_size))
         return True
 
     def _refresh_now(self, trainer: L.Trainer, pl_module, log: bool = False) -> None:
-        index, stats = self._build(trainer, pl_module.rag.encoder)
+        index, stats = self._build(trainer, pl_module.rag.encoder, self.version + 1)
         self._install(trainer, pl_module, index, stats, trainer.global_step, log=log)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
@@ -183,12 +176,12 @@ class IndexRefreshCallback(L.Callback):
 
     def _build_async(self, trainer: L.Trainer, snapshot, device: torch.device, ready) -> tuple[Index, BuildStats]:
         if ready is None:
-            return self._build(trainer, snapshot)
+            return self._build(trainer, snapshot, self.version + 1)
         # Encode on a side stream, once the snapshot copy has finished on the training stream.
         stream = torch.cuda.Stream(device=device)
         stream.wait_event(ready)
         with torch.cuda.stream(stream):
-            out = self._build(trainer, snapshot)
+            out = self._build(trainer, snapshot, self.version + 1)
         stream.synchronize()
         return out
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -37,6 +39,17 @@ def random_bert(vocab_size: int, hidden_size: int, num_layers: int, num_heads: i
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return BertModel(config, add_pooling_layer=False)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Run `module` without dropout, then restore whatever train/eval mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:

@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from rag_e2e.data.types import Passage
 from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
 from rag_e2e.retrieval.embeddings import encode_to_memmap
-from rag_e2e.retrieval.encoders import BiEncoder, tokenize_passages
+from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
 from rag_e2e.retrieval.index import Index, build_index, state_fingerprint
 
 
@@ -66,7 +66,7 @@ class IndexBuilder:
     def build(self, encoder: BiEncoder, *, rank: int = 0, world_size: int = 1, tag: str = "v0",
               progress: bool = False) -> tuple[Index, BuildStats]:
         """Encode with `encoder.passage_model` (eval mode, no grad) and build the index; `tag` names the memmap dir."""
-        start, end = shard_bounds(len(self.corpus), world_size, rank) if world_size > 1 else (0, len(self.corpus))
+        start, end = self.shard_range(rank, world_size)
         passages = self.corpus[start:end]
         fingerprint = state_fingerprint(encoder.passage_model)
         began = time.perf_counter()
@@ -76,9 +76,19 @@ class IndexBuilder:
             p_reps = self._encode_memmap(encoder, passages, tag, rank, fingerprint, progress)
         encoded = time.perf_counter()
         local = build_index(self.kind, p_reps, **self.index_params)
-        index = ShardedIndex(local, start, len(self.corpus)) if world_size > 1 else local
+        index = self.shard_index(local, rank, world_size)
         stats = BuildStats(len(passages), encoded - began, time.perf_counter() - encoded, fingerprint)
         return index, stats
+
+    def shard_range(self, rank: int, world_size: int) -> tuple[int, int]:
+        """Corpus rows [start, end) this rank encodes and indexes (all of them in a single process)."""
+        return shard_bounds(len(self.corpus), world_size, rank) if world_size > 1 else (0, len(self.corpus))
+
+    def shard_index(self, local: Index, rank: int, world_size: int) -> Index:
+        """This rank's index over its rows, as the index retrieval searches (collective `ShardedIndex` under DDP)."""
+        if world_size == 1:
+            return local
+        return ShardedIndex(local, self.shard_range(rank, world_size)[0], len(self.corpus))
 
     @torch.no_grad()
     def _encode_cached(self, encoder: BiEncoder, start: int, end: int, progress: bool) -> torch.Tensor:
@@ -87,38 +97,30 @@ class IndexBuilder:
             self._token_cache[(start, end)] = [
                 tokenize_passages(self.tokenizer, self.corpus[i : min(i + self.batch_size, end)], self.max_length)
                 for i in range(start, end, self.batch_size)]
-        model = encoder.passage_model
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
+        device = next(encoder.passage_model.parameters()).device
         chunks = []
-        for tok in tqdm(self._token_cache[(start, end)], desc="encode passages", unit="batch", disable=not progress,
-                        leave=False):
-            ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
-            chunks.append(encoder.encode_passage(ids, mask).float().cpu())
-        model.train(was_training)
+        with eval_mode(encoder.passage_model):
+            for tok in tqdm(self._token_cache[(start, end)], desc="encode passages", unit="batch",
+                            disable=not progress, leave=False):
+                ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+                chunks.append(encoder.encode_passage(ids, mask).float().cpu())
         return torch.cat(chunks)
 
     def _encode_memmap(self, encoder: BiEncoder, passages: list[Passage], tag: str, rank: int, fingerprint: str,
                        progress: bool):
-        model = encoder.passage_model
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
+        device = next(encoder.passage_model.parameters()).device
 
         @torch.no_grad()
         def encode_batch(batch: list[Passage]) -> torch.Tensor:
             tok = tokenize_passages(self.tokenizer, batch, self.max_length, device)
             return encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu()
 
-        dim = encode_batch(passages[:1]).shape[1]
         out_dir = Path(self.embeddings_dir) / f"{tag}-rank{rank}"
-        try:
+        with eval_mode(encoder.passage_model):
+            dim = encode_batch(passages[:1]).shape[1]
             return encode_to_memmap(encode_batch, passages, out_dir, dim=dim, dtype=self.embeddings_dtype,
                                     shard_size=self.shard_size, batch_size=self.batch_size, fingerprint=fingerprint,
                                     progress=progress)
-        finally:
-            model.train(was_training)
 
     def discard(self, tag: str, rank: int = 0) -> None:
         """Remove a superseded version's memmap (only directories this builder wrote)."""
