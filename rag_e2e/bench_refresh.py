@@ -1,17 +1,20 @@
 """Benchmark index refresh: encoding throughput inside a refresh, and what async refresh costs training.
 
-    python -m rag_e2e.bench_refresh [steps=N] [every=N] [out=bench_results/refresh.json] [config overrides...]
+    python -m rag_e2e.bench_refresh [steps=N] [every=N] [rounds=N] [repeats=N] [out=bench_results/refresh.json]
+                                    [config overrides...]
 
 Two ratios (goal >= 0.9 each), measured in one process on one machine:
-  1. refresh passages/s (tokenize + encode + build the index, as IndexBuilder does) / bare passage-tower forward
-     passages/s (pre-tokenized batches, same batch size, no index);
-  2. training steps/s with async refresh every `every` steps / steps/s with refresh off (sync shown for scale).
+  1. refresh passages/s (IndexBuilder.build: fingerprint + encode from the token cache + build the index) / bare
+     passage-tower forward passages/s over the same token batches (no index), timed alternately;
+  2. training steps/s with async refresh every `every` steps / steps/s with refresh off (sync shown for scale),
+     over `rounds` rounds in rotated order.
 Training runs the end-to-end retriever (passage tower trained, fresh doc scores) on the synthetic KB.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,7 +23,6 @@ import lightning as L
 import torch
 
 from rag_e2e.compose import compose
-from rag_e2e.retrieval.encoders import tokenize_passages
 from rag_e2e.train import assemble, build_trainer
 
 DEFAULTS = ["experiment=synthetic_demo", "retriever=end2end", "data.synthetic.num_entities=800",
@@ -43,12 +45,16 @@ class _StepClock(L.Callback):
             self.elapsed, self.steps = time.perf_counter() - self.started, trainer.global_step - self.skip
 
 
-def bench_encoding(overrides: list[str], repeats: int = 3) -> dict[str, float]:
-    """Passages/s of a refresh build vs the bare passage-tower forward on the same corpus."""
+def bench_encoding(overrides: list[str], repeats: int = 5) -> dict:
+    """Passages/s of a refresh build vs the bare passage-tower forward over the same token batches.
+
+    The two are timed alternately (bare, refresh, bare, ...), so a change in background load hits both; the ratio
+    is of the medians.
+    """
     parts = assemble(compose([*DEFAULTS, *overrides]), progress=False)
     builder, encoder = parts.refresh.builder, parts.module.rag.encoder
-    batches = [tokenize_passages(builder.tokenizer, builder.corpus[i : i + builder.batch_size], builder.max_length)
-               for i in range(0, len(builder.corpus), builder.batch_size)]
+    n = len(builder.corpus)
+    batches = builder.token_batches(0, n)  # the very batches a refresh encodes
     encoder.eval()
 
     @torch.no_grad()
@@ -59,35 +65,50 @@ def bench_encoding(overrides: list[str], repeats: int = 3) -> dict[str, float]:
     def refresh() -> None:
         builder.build(encoder)
 
-    times = {}
-    for name, fn in (("bare", bare), ("refresh", refresh)):
-        fn()  # warm-up
-        runs = []
-        for _ in range(repeats):
+    times: dict[str, list[float]] = {"bare": [], "refresh": []}
+    bare(), refresh()  # warm-up
+    for _ in range(repeats):
+        for name, fn in (("bare", bare), ("refresh", refresh)):
             began = time.perf_counter()
             fn()
-            runs.append(time.perf_counter() - began)
-        times[name] = min(runs)
-    n = len(builder.corpus)
-    return {"passages": n, "bare_passages_per_s": n / times["bare"], "refresh_passages_per_s": n / times["refresh"],
-            "ratio": times["bare"] / times["refresh"]}
+            times[name].append(time.perf_counter() - began)
+    bare_s, refresh_s = statistics.median(times["bare"]), statistics.median(times["refresh"])
+    return {"passages": n, "repeats": repeats, "bare_passages_per_s": n / bare_s,
+            "refresh_passages_per_s": n / refresh_s, "ratio": bare_s / refresh_s, "seconds": times}
 
 
-def bench_training(overrides: list[str], steps: int, every: int, skip: int = 5) -> dict[str, dict[str, float]]:
-    """Training steps/s with refresh off, async and sync (same data, seed and steps)."""
+def _train_once(overrides: list[str], mode: str, steps: int, every: int, skip: int,
+                run_dir: Path) -> dict[str, float]:
+    cfg = compose([*DEFAULTS, *overrides, f"refresh={mode}", f"refresh.schedule={every}",
+                   f"trainer.max_steps={steps + skip}"])
+    L.seed_everything(cfg.trainer.seed, verbose=False)
+    parts = assemble(cfg, progress=False)
+    trainer = build_trainer(cfg, run_dir, parts.refresh, progress=False, log=False)
+    clock = _StepClock(skip)
+    trainer.callbacks.append(clock)
+    trainer.fit(parts.module, datamodule=parts.datamodule)
+    return {"steps": clock.steps, "seconds": clock.elapsed, "steps_per_s": clock.steps / clock.elapsed,
+            "refreshes": len(parts.refresh.history), "skipped": parts.refresh.skipped}
+
+
+def bench_training(overrides: list[str], steps: int, every: int, rounds: int = 3, skip: int = 5,
+                   run_root: Path = Path("bench_results") / "refresh_runs") -> dict:
+    """Training steps/s with refresh off, async and sync (same data, seed and steps).
+
+    Each round runs the three modes in a rotated order (off-async-sync, async-sync-off, ...), so none is always
+    first under a drifting load; each mode's steps/s is the median over rounds, and the ratios are of medians.
+    """
+    modes = ("off", "async", "sync")
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+    for r in range(rounds):
+        for mode in modes[r % 3:] + modes[: r % 3]:
+            runs[mode].append(_train_once(overrides, mode, steps, every, skip, run_root / f"{mode}-{r}"))
     out = {}
-    for mode in ("off", "async", "sync"):
-        cfg = compose([*DEFAULTS, *overrides, f"refresh={mode}", f"refresh.schedule={every}",
-                       f"trainer.max_steps={steps + skip}"])
-        L.seed_everything(cfg.trainer.seed, verbose=False)
-        parts = assemble(cfg, progress=False)
-        run_dir = Path("bench_results") / "refresh_runs" / mode
-        trainer = build_trainer(cfg, run_dir, parts.refresh, progress=False, log=False)
-        clock = _StepClock(skip)
-        trainer.callbacks.append(clock)
-        trainer.fit(parts.module, datamodule=parts.datamodule)
-        out[mode] = {"steps": clock.steps, "seconds": clock.elapsed, "steps_per_s": clock.steps / clock.elapsed,
-                     "refreshes": len(parts.refresh.history), "skipped": parts.refresh.skipped}
+    for mode in modes:
+        rates = [x["steps_per_s"] for x in runs[mode]]
+        out[mode] = {"steps": steps, "rounds": rounds, "steps_per_s": statistics.median(rates),
+                     "refreshes": runs[mode][0]["refreshes"], "skipped": max(x["skipped"] for x in runs[mode]),
+                     "runs": runs[mode]}
     for mode in ("async", "sync"):
         out[mode]["ratio_vs_off"] = out[mode]["steps_per_s"] / out["off"]["steps_per_s"]
     return out
@@ -95,7 +116,7 @@ def bench_training(overrides: list[str], steps: int, every: int, skip: int = 5) 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    opts = {"steps": "60", "every": "20", "out": "bench_results/refresh.json"}
+    opts = {"steps": "60", "every": "20", "rounds": "3", "repeats": "5", "out": "bench_results/refresh.json"}
     overrides = []
     for arg in args:
         key, _, value = arg.partition("=")
@@ -104,9 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             overrides.append(arg)
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    enc = bench_encoding(overrides)
-    train = bench_training(overrides, int(opts["steps"]), int(opts["every"]))
-    print(f"device: {device}; corpus {enc['passages']} passages; refresh every {opts['every']} steps")
+    enc = bench_encoding(overrides, int(opts["repeats"]))
+    out = Path(opts["out"])
+    train = bench_training(overrides, int(opts["steps"]), int(opts["every"]), int(opts["rounds"]),
+                           run_root=out.parent / "refresh_runs")
+    print(f"device: {device}; corpus {enc['passages']} passages; refresh every {opts['every']} steps; "
+          f"medians of {opts['repeats']} encodings and {opts['rounds']} training rounds")
     print(f"{'measure':<44}{'value':>12}{'ratio':>8}")
     print(f"{'bare passage-tower forward (passages/s)':<44}{enc['bare_passages_per_s']:>12.0f}")
     print(f"{'refresh build (passages/s)':<44}{enc['refresh_passages_per_s']:>12.0f}{enc['ratio']:>8.2f}")
@@ -115,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{row['ratio_vs_off']:>8.2f}" if mode != "off" else ""
         label = f"train steps/s, refresh {mode} ({row['refreshes']} refreshes)"
         print(f"{label:<44}{row['steps_per_s']:>12.2f}{ratio}")
-    out = Path(opts["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": device, "overrides": overrides, "every": int(opts["every"]),
                                "encoding": enc, "training": train}, indent=2) + "\n")

@@ -104,7 +104,7 @@ def state_fingerprint(module_or_state_dict: torch.nn.Module | Mapping[str, Any])
             continue
         tensor = value.detach().cpu().contiguous()
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}\n".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # bytes of any dtype, bf16 included
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # bytes of any dtype (bf16 too), not copied
     return digest.hexdigest()[:16]
 
 

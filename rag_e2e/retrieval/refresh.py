@@ -90,18 +90,22 @@ class IndexBuilder:
             return local
         return ShardedIndex(local, self.shard_range(rank, world_size)[0], len(self.corpus))
 
-    @torch.no_grad()
-    def _encode_cached(self, encoder: BiEncoder, start: int, end: int, progress: bool) -> torch.Tensor:
-        """(end - start, d) float32 vectors of corpus rows [start, end), from cached token batches."""
+    def token_batches(self, start: int, end: int) -> list[dict[str, torch.Tensor]]:
+        """Tokenized batches of corpus rows [start, end) (cached: built on first use, reused by every refresh)."""
         if (start, end) not in self._token_cache:
             self._token_cache[(start, end)] = [
                 tokenize_passages(self.tokenizer, self.corpus[i : min(i + self.batch_size, end)], self.max_length)
                 for i in range(start, end, self.batch_size)]
+        return self._token_cache[(start, end)]
+
+    @torch.no_grad()
+    def _encode_cached(self, encoder: BiEncoder, start: int, end: int, progress: bool) -> torch.Tensor:
+        """(end - start, d) float32 vectors of corpus rows [start, end), from cached token batches."""
+        batches = self.token_batches(start, end)
         device = next(encoder.passage_model.parameters()).device
         chunks = []
         with eval_mode(encoder.passage_model):
-            for tok in tqdm(self._token_cache[(start, end)], desc="encode passages", unit="batch",
-                            disable=not progress, leave=False):
+            for tok in tqdm(batches, desc="encode passages", unit="batch", disable=not progress, leave=False):
                 ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
                 chunks.append(encoder.encode_passage(ids, mask).float().cpu())
         return torch.cat(chunks)

@@ -1,0 +1,26 @@
+"""The refresh benchmark runs end to end at a tiny scale and writes the table's numbers as JSON (no timing asserts)."""
+
+import json
+import statistics
+
+import pytest
+from helpers import TINY
+
+from rag_e2e import bench_refresh
+
+
+def test_bench_refresh_writes_medians_and_ratios(tmp_path, capsys):
+    out = tmp_path / "refresh.json"
+    assert bench_refresh.main(["steps=3", "every=2", "rounds=1", "repeats=2", f"out={out}", *TINY,
+                               "trainer.num_threads=1"]) == 0
+    result = json.loads(out.read_text())
+    enc, train = result["encoding"], result["training"]
+    assert enc["passages"] == 40 * 3 and len(enc["seconds"]["bare"]) == len(enc["seconds"]["refresh"]) == 2
+    bare, refresh = (statistics.median(enc["seconds"][name]) for name in ("bare", "refresh"))
+    assert enc["ratio"] == pytest.approx(bare / refresh) and enc["bare_passages_per_s"] == pytest.approx(120 / bare)
+    for mode in ("off", "async", "sync"):
+        assert len(train[mode]["runs"]) == 1 and all(r["steps"] == 3 for r in train[mode]["runs"])
+    assert train["off"]["refreshes"] == 0 and train["sync"]["refreshes"] >= 1
+    assert train["async"]["ratio_vs_off"] == train["async"]["steps_per_s"] / train["off"]["steps_per_s"]
+    assert sorted(p.name for p in (tmp_path / "refresh_runs").iterdir()) == ["async-0", "off-0", "sync-0"]
+    assert "refresh build (passages/s)" in capsys.readouterr().out
