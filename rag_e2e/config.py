@@ -177,6 +177,8 @@ class ModelConfig:
     lr: float = 1e-3  # generator
     retriever_lr: float = 1e-4  # query encoder
     passage_lr: float | None = None  # passage encoder (retriever.train_passage_encoder); null = retriever_lr
+    # end to end: the passage tower starts learning once the running train recall@k reaches this; null = at once
+    passage_ready_recall: float | None = None
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear LR warm-up
     label_smoothing: float = 0.0
@@ -187,6 +189,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.lr > 0 and self.retriever_lr >= 0, "set `model.lr` > 0 and `model.retriever_lr` >= 0")
         _check(self.reader_loss_weight >= 0, "set `model.reader_loss_weight` >= 0")
+        _check(self.passage_ready_recall is None or 0 <= self.passage_ready_recall <= 1,
+               "set `model.passage_ready_recall` in [0, 1] or null")
 
 
 @dataclass

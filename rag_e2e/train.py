@@ -95,6 +95,7 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                           warmup_steps=m.warmup_steps, label_smoothing=m.label_smoothing,
                           freeze_query_encoder=r.freeze_query_encoder or r.closed_book,
                           train_passage_encoder=r.train_passage_encoder, passage_lr=m.passage_lr,
+                          passage_ready_recall=m.passage_ready_recall,
                           reader_loss_weight=m.reader_loss_weight, reader_warmup_steps=m.reader_warmup_steps,
                           reader_ready_nll=m.reader_ready_nll,
                           eval_ks=tuple(cfg.eval.ks), num_beams=cfg.eval.num_beams,

@@ -22,6 +22,10 @@ class RagLitModule(L.LightningModule):
         train_passage_encoder: train the passage tower too (end to end; `rag.fresh_passages` must be on so doc
             scores depend on it).
         passage_lr: passage-encoder learning rate (None: retriever_lr).
+        passage_ready_recall: the passage tower's learning rate stays 0 until the running train recall@k (EMA over
+            steps) reaches this, so the query tower first learns to retrieve gold passages at all (None: no wait).
+            Before that the marginal likelihood gives the passage tower little signal but drift, and every update
+            moves the index away from the space the query tower is learning.
         reader_loss_weight: weight of the supervised (gold passage, question) -> answer loss on reader-only data.
         reader_warmup_steps: at most this many steps train the reader alone before the RAG loss is switched on.
         reader_ready_nll: end the warm-up early once the reader's running NLL falls below this (it can read):
@@ -32,6 +36,7 @@ class RagLitModule(L.LightningModule):
     def __init__(self, rag: RagModel, *, lr: float = 1e-3, retriever_lr: float = 1e-4, weight_decay: float = 0.0,
                  warmup_steps: int = 0, label_smoothing: float = 0.0, freeze_query_encoder: bool = False,
                  train_passage_encoder: bool = False, passage_lr: float | None = None,
+                 passage_ready_recall: float | None = None,
                  reader_loss_weight: float = 0.0, reader_warmup_steps: int = 0, reader_ready_nll: float | None = None,
                  eval_ks: tuple[int, ...] = (1, 5, 10), num_beams: int = 1, max_new_tokens: int = 16):
         super().__init__()
@@ -43,6 +48,9 @@ class RagLitModule(L.LightningModule):
             raise ValueError("train_passage_encoder needs rag.fresh_passages: stored index vectors carry no gradient")
         self.train_passage_encoder = train_passage_encoder
         self.passage_lr = retriever_lr if passage_lr is None else passage_lr
+        self.passage_ready_recall = passage_ready_recall
+        self.passage_start_step: int | None = None  # first step the passage tower learns (saved in checkpoints)
+        self._recall_ema: float | None = None
         self.reader_loss_weight, self.reader_warmup_steps = reader_loss_weight, reader_warmup_steps
         self.reader_ready_nll = reader_ready_nll
         self.rag_start_step: int | None = None  # first step with the RAG loss (saved in checkpoints)
@@ -66,7 +74,12 @@ class RagLitModule(L.LightningModule):
             loss = loss + nll.mean()
             self.log("train/rag_nll", nll.mean(), batch_size=size, prog_bar=True)
             ranks = self._ranks(rag_batch, ret.rows)
-            self.log("train/recall@k", sum(r is not None for r in ranks) / size, batch_size=size)
+            recall = sum(r is not None for r in ranks) / size
+            self.log("train/recall@k", recall, batch_size=size)
+            self._recall_ema = recall if self._recall_ema is None else 0.9 * self._recall_ema + 0.1 * recall
+            if self.passage_ready_recall is not None and self.passage_start_step is None:
+                if self._all_ranks(self._recall_ema >= self.passage_ready_recall):
+                    self.passage_start_step = self.global_step
         if reader_batch is not None and self.reader_loss_weight > 0:
             ctx = [ex.context or ("", "") for ex in reader_batch.examples]
             answers = [ex.answers[0] for ex in reader_batch.examples]
@@ -83,9 +96,19 @@ class RagLitModule(L.LightningModule):
         if self.rag_start_step is None:
             ready = self.reader_ready_nll is not None and self._reader_nll_ema is not None and \
                 self._reader_nll_ema < self.reader_ready_nll
-            if ready or self.global_step >= self.reader_warmup_steps:
+            if self._all_ranks(ready or self.global_step >= self.reader_warmup_steps):
                 self.rag_start_step = self.global_step
         return self.rag_start_step is not None
+
+    def passage_tower_learns(self, step: int) -> bool:
+        """Whether the passage tower's learning rate is on at optimizer step `step`."""
+        if self.passage_ready_recall is None:
+            return True
+        return self.passage_start_step is not None and step > self.passage_start_step
+
+    def _all_ranks(self, flag: bool) -> bool:
+        """`flag` on every rank (DDP ranks must switch a phase at the same step, or their weights part ways)."""
+        return self._trainer.strategy.reduce_boolean_decision(flag, all=True) if self._trainer else flag
 
     def swap_index(self, index) -> None:
         """Make a (re)built index live for the next retrieval; called between steps by IndexRefreshCallback."""
@@ -93,9 +116,11 @@ class RagLitModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rag_start_step"] = self.rag_start_step
+        checkpoint["passage_start_step"] = self.passage_start_step
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.rag_start_step = checkpoint.get("rag_start_step")
+        self.passage_start_step = checkpoint.get("passage_start_step")
 
     # ---- evaluation (validation and test share one step) ---------------------------------------------------------
     def _ranks(self, batch: QABatch, rows: torch.Tensor) -> list[int | None]:
@@ -149,9 +174,15 @@ class RagLitModule(L.LightningModule):
         query_params = [p for p in self.rag.encoder.query_model.parameters() if p.requires_grad]
         if query_params and not self.freeze_query_encoder:
             groups.append({"params": query_params, "lr": self.retriever_lr})
+        warmup = max(self.warmup_steps, 1)
+
+        def linear_warmup(step: int) -> float:
+            return min(1.0, (step + 1) / warmup)
+
+        factors = [linear_warmup] * len(groups)
         if self.train_passage_encoder and not self.rag.encoder.shared:
             groups.append({"params": list(self.rag.encoder.passage_model.parameters()), "lr": self.passage_lr})
+            factors.append(lambda step: linear_warmup(step) * self.passage_tower_learns(step))
         optimizer = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
-        warmup = max(self.warmup_steps, 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from rag_e2e.data.types import Passage
 from rag_e2e.losses import doc_log_prior, rag_sequence_nll, rag_token_nll
 from rag_e2e.models.generator import decode_answers, decoder_start_id, encode_answers, encode_sources, shift_right
-from rag_e2e.retrieval.encoders import BiEncoder, tokenize_passages
+from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
 from rag_e2e.retrieval.index import Index
 
 LossKind = Literal["sequence", "token"]
@@ -63,10 +63,16 @@ class RagModel(nn.Module):
         self.index = index
 
     def encode_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """(B, k) corpus rows -> (B, k, d) vectors from the current passage tower (in-graph if it trains)."""
+        """(B, k) corpus rows -> (B, k, d) vectors from the current passage tower (in-graph if it trains).
+
+        Without dropout, as the index encodes them: a fresh vector then differs from the stored one only by what the
+        tower has learned since the last refresh, not by dropout noise in every doc score (gradients still flow).
+        """
         passages = [self.corpus[r] for r in rows.reshape(-1).tolist()]
         tok = tokenize_passages(self.passage_tokenizer, passages, self.max_passage_length, rows.device)
-        return self.encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).view(*rows.shape, -1)
+        with eval_mode(self.encoder.passage_model):
+            p_reps = self.encoder.encode_passage(tok["input_ids"], tok["attention_mask"])  # (B*k, d)
+        return p_reps.view(*rows.shape, -1)
 
     def retrieve(self, q_ids: torch.Tensor, q_mask: torch.Tensor, k: int) -> Retrieved:
         """Search the index with the current query encoder; doc_scores keep the graph of the live towers."""

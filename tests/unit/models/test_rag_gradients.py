@@ -1,8 +1,11 @@
 """The generator's marginal loss reaches the retriever towers that train in each mode, and no others."""
 
+import lightning as L
 import pytest
 import torch
-from helpers import assemble_with_index
+from helpers import assemble_with_index, tiny_config
+
+from rag_e2e.train import assemble, build_trainer
 
 
 def _one_step(module, datamodule):
@@ -57,7 +60,7 @@ def test_end_to_end_trains_both_towers_with_their_own_lr(loss):
     encoder = parts.module.rag.encoder
     assert _grad_norm(encoder.query_model) > 0 and _grad_norm(encoder.passage_model) > 0
     groups = parts.module.configure_optimizers()["optimizer"].param_groups
-    assert [g["lr"] for g in groups] == [1e-3, 1e-4, 3e-5]  # generator, query tower, passage tower
+    assert [g["initial_lr"] for g in groups] == [1e-3, 1e-4, 3e-5]  # generator, query tower, passage tower
     assert {id(p) for p in groups[2]["params"]} == {id(p) for p in encoder.passage_model.parameters()}
 
 
@@ -78,6 +81,19 @@ def test_fresh_doc_scores_come_from_the_current_passage_tower():
     assert not torch.allclose(ref, stale, atol=1e-3)
 
 
+def test_fresh_passage_vectors_match_the_index_while_the_tower_is_unchanged():
+    # Training mode (dropout on in the query tower): the in-graph passage vectors are encoded without dropout, as
+    # the index was, so before the tower learns anything fresh doc scores are the query-side ones.
+    parts = assemble_with_index("retriever.train_passage_encoder=true")
+    rag = parts.module.rag.train()
+    batch = next(iter(parts.datamodule.val_dataloader()))
+    ret = rag.retrieve(batch.q_ids, batch.q_mask, 3)
+    fresh = rag.encode_rows(ret.rows).double()  # (B, k, d)
+    torch.testing.assert_close(fresh, rag.index.p_reps.double()[ret.rows], rtol=1e-5, atol=1e-5)
+    assert rag.encoder.passage_model.training  # eval mode was only for the encoding
+    assert ret.doc_scores.requires_grad
+
+
 def test_rerank_keeps_the_best_k_of_k_prime_under_the_current_towers():
     parts = assemble_with_index("retriever.rerank_candidates=12")
     rag = parts.module.rag.eval()
@@ -93,3 +109,37 @@ def test_rerank_keeps_the_best_k_of_k_prime_under_the_current_towers():
     torch.testing.assert_close(ret.doc_scores.double(), best.values, rtol=1e-5, atol=1e-5)
     assert torch.equal(ret.rows, candidates.gather(1, best.indices))
     assert all(not p.requires_grad for p in rag.encoder.passage_model.parameters())  # rerank alone: query side
+
+
+@pytest.mark.parametrize("ready", [None, 0.5])
+def test_passage_tower_waits_for_the_running_train_recall(tmp_path, monkeypatch, ready):
+    # Retrieval "misses" every gold for 3 steps, then finds each: the running recall (EMA, 0.9) is 0, 0, 0, 0.1,
+    # 0.19, ..., 0.469 at step 8 and 0.522 at step 9, so with a 0.5 gate the passage tower's rate is 0 through step
+    # 9 and on from step 10. Both towers get gradients throughout (fresh doc scores are in-graph), so only the gate
+    # can keep the passage weights unchanged; with no gate (None) they move from the first step.
+    cfg = tiny_config("retriever=end2end", "model.reader_warmup_steps=0", "model.passage_lr=1e-3",
+                      "trainer.max_steps=12", "trainer.val_check_interval=100", "eval.ks=[1,3]",
+                      *([] if ready is None else [f"model.passage_ready_recall={ready}"]))
+    parts = assemble(cfg, progress=False)
+    module = parts.module
+    monkeypatch.setattr(type(module), "_ranks", lambda self, batch, rows: [
+        None if self.global_step < 3 else 1 for _ in batch.examples])
+    tower, query = module.rag.encoder.passage_model, module.rag.encoder.query_model
+    before = {name: p.detach().clone() for name, p in tower.named_parameters()}
+    query_before = {name: p.detach().clone() for name, p in query.named_parameters()}
+    moved, query_moved = [], []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            moved.append(any(not torch.equal(p, before[n]) for n, p in tower.named_parameters()))
+            query_moved.append(any(not torch.equal(p, query_before[n]) for n, p in query.named_parameters()))
+
+    trainer = build_trainer(cfg, tmp_path, parts.refresh, progress=False, log=False)
+    trainer.callbacks.append(Watch())
+    trainer.fit(module, datamodule=parts.datamodule)
+    assert module.rag_start_step == 0 and all(query_moved)  # the query tower trains from the first step
+    if ready is None:
+        assert all(moved) and module.passage_start_step is None
+    else:
+        assert module.passage_start_step == 9
+        assert moved == [False] * 10 + [True] * 2
