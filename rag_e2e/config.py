@@ -163,10 +163,12 @@ class RefreshConfig:
     schedule: str = "500"  # every N steps, or ranges "0-1000:250,1000-:1000" (start-end:every; end exclusive)
     probe_size: int = 64  # training questions whose stale vs fresh top-k measure staleness at each refresh
     save_index: bool = True  # keep the live index under <run_dir>/index (resume reloads it instead of re-encoding)
+    cpu_worker_threads: int = 1  # async on CPU: the background encoder's own torch threads (0: torch's default)
 
     def __post_init__(self) -> None:
         RefreshSchedule.parse(self.schedule, key="refresh.schedule")  # one error naming the key if malformed
         _check(self.probe_size >= 1, "set `refresh.probe_size` >= 1")
+        _check(self.cpu_worker_threads >= 0, "set `refresh.cpu_worker_threads` >= 0")
 
 
 @dataclass

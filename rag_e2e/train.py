@@ -111,7 +111,8 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
     save = cfg.refresh.save_index and run_dir is not None
     refresh = IndexRefreshCallback(builder, RefreshSchedule.parse(cfg.refresh.schedule), mode=cfg.refresh.mode,
                                    probe=(probe["input_ids"], probe["attention_mask"]), k=rag.k,
-                                   index_dir=run_dir / "index" if save else None, progress=progress)
+                                   index_dir=run_dir / "index" if save else None, progress=progress,
+                                   cpu_worker_threads=cfg.refresh.cpu_worker_threads)
     return Assembled(data, module, datamodule, refresh)
 
 

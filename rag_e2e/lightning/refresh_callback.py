@@ -25,6 +25,12 @@ from rag_e2e.retrieval.refresh import BuildStats, IndexBuilder, snapshot_passage
 from rag_e2e.schedule import RefreshSchedule
 
 
+def _per_thread_intra_op() -> bool:
+    """Whether torch.set_num_threads affects only the calling thread: true with the OpenMP backend, where the thread
+    count is a per-thread OpenMP setting; with the native pool it would resize training's threads too."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
 class IndexRefreshCallback(L.Callback):
     """Owns the live index of `pl_module.rag`.
 
@@ -36,13 +42,16 @@ class IndexRefreshCallback(L.Callback):
         k: staleness cut-off (the retriever's k).
         index_dir: where the live index is saved (None: not saved, resume re-encodes).
         progress: show encoding progress bars.
+        cpu_worker_threads: async on CPU: intra-op threads of the background encoder, its own (training keeps its
+            threads); 0 leaves torch's setting. More would oversubscribe the cores training already uses.
     """
 
     def __init__(self, builder: IndexBuilder, schedule: RefreshSchedule, mode: str = "off",
                  probe: tuple[torch.Tensor, torch.Tensor] | None = None, k: int = 5, index_dir: Path | None = None,
-                 progress: bool = False):
+                 progress: bool = False, cpu_worker_threads: int = 1):
         self.builder, self.schedule, self.mode = builder, schedule, mode
         self.probe, self.k, self.progress = probe, k, progress
+        self.cpu_worker_threads = cpu_worker_threads
         self.index_dir = Path(index_dir) if index_dir is not None else None
         self.corpus_fingerprint = corpus_fingerprint(builder.corpus)
         self.version = 0  # 0 = the index built from the initial passage tower
@@ -176,6 +185,8 @@ class IndexRefreshCallback(L.Callback):
 
     def _build_async(self, trainer: L.Trainer, snapshot, device: torch.device, ready) -> tuple[Index, BuildStats]:
         if ready is None:
+            if self.cpu_worker_threads and _per_thread_intra_op():
+                torch.set_num_threads(self.cpu_worker_threads)  # this worker thread only
             return self._build(trainer, snapshot, self.version + 1)
         # Encode on a side stream, once the snapshot copy has finished on the training stream.
         stream = torch.cuda.Stream(device=device)

@@ -8,6 +8,7 @@ import threading
 
 import lightning as L
 import pytest
+import torch
 from helpers import REPO, TINY, tiny_config
 
 from rag_e2e.lightning.refresh_callback import IndexRefreshCallback
@@ -31,8 +32,11 @@ def test_async_refresh_swaps_index_while_training_continues(tmp_path):
     parts = assemble(cfg, progress=False, run_dir=tmp_path)
     gate, original, steps_while_pending = threading.Event(), parts.refresh.builder.build, []
 
+    worker_threads, main_threads = [], torch.get_num_threads()
+
     def gated_build(encoder, **kwargs):  # the first refresh's encoder "takes" three training steps
         if kwargs.get("tag") == "v1":
+            worker_threads.append(torch.get_num_threads())
             assert gate.wait(60)
         return original(encoder, **kwargs)
 
@@ -54,6 +58,7 @@ def test_async_refresh_swaps_index_while_training_continues(tmp_path):
     assert first["overlap"] < 1.0 and first["score_drift"] > 0  # the trained passage tower retrieves differently
     assert parts.refresh.version == len(parts.refresh.history) >= 2 and trainer.global_step == 12
     assert parts.refresh.index_step == 12  # the final index matches the final passage tower
+    assert worker_threads == [1] and torch.get_num_threads() == main_threads  # the worker's own thread count
 
 
 def test_refresh_with_unchanged_passage_tower_has_full_overlap(tmp_path):
