@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,24 +23,15 @@ import torch
 from rag_e2e.compose import load_run_config
 from rag_e2e.data.synthetic import make_synthetic_kb
 from rag_e2e.data.types import Passage
-from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
+from rag_e2e.retrieval.encoders import BiEncoder
+from rag_e2e.retrieval.refresh import IndexBuilder
 from rag_e2e.train import assemble
 
 
-@torch.no_grad()
-def encode(encoder: BiEncoder, tokenizer, passages: list[Passage], max_length: int, batch_size: int = 128):
-    """(N, d) passage vectors, without dropout, as an index refresh computes them."""
-    with eval_mode(encoder.passage_model):
-        return torch.cat([encoder.encode_passage(**tokenize_passages(tokenizer, passages[i : i + batch_size],
-                                                                     max_length))
-                          for i in range(0, len(passages), batch_size)])
-
-
-def fact_to_own_passage(encoder: BiEncoder, tokenizer, corpus: list[Passage], facts: list[Passage],
-                        max_length: int) -> float:
+def fact_to_own_passage(encoder: BiEncoder, builder: IndexBuilder, facts: list[Passage]) -> float:
     """Share of fact-only vectors whose top-1 among the full passages' vectors is their own passage."""
-    full_reps = torch.nn.functional.normalize(encode(encoder, tokenizer, corpus, max_length).double(), dim=1)
-    fact_reps = torch.nn.functional.normalize(encode(encoder, tokenizer, facts, max_length).double(), dim=1)
+    full_reps = torch.nn.functional.normalize(builder.encode(encoder).double(), dim=1)  # (N, d), as a refresh
+    fact_reps = torch.nn.functional.normalize(replace(builder, corpus=facts).encode(encoder).double(), dim=1)
     best = (fact_reps @ full_reps.T).argmax(1)  # (N,) nearest full passage by cosine
     return (best == torch.arange(len(facts))).double().mean().item()
 
@@ -62,15 +54,14 @@ def main(argv: list[str]) -> int:
         corpus, untrained = parts.data.corpus, parts.module.rag.encoder
         if not all(p.pid == f.pid and p.text.startswith(f.text) for p, f in zip(corpus, facts)):
             raise SystemExit(f"{run_dir}: not a synthetic KB with filler (passages do not start with their fact)")
-        probe = {"tokenizer": parts.refresh.builder.tokenizer, "corpus": corpus, "facts": facts,
-                 "max_length": cfg.encoder.max_passage_length}
+        builder = parts.refresh.builder
         state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         trained = copy.deepcopy(untrained)
         trained.load_state_dict({k[len("rag.encoder."):]: v for k, v in state["state_dict"].items()
                                  if k.startswith("rag.encoder.")})
         rows.append({"run": str(run_dir), "train_passage_encoder": cfg.retriever.train_passage_encoder,
-                     "untrained": fact_to_own_passage(untrained, **probe),
-                     "trained": fact_to_own_passage(trained, **probe)})
+                     "untrained": fact_to_own_passage(untrained, builder, facts),
+                     "trained": fact_to_own_passage(trained, builder, facts)})
     print(f"{'run':<48}{'passage tower trained':>22}{'fact->own, untrained':>22}{'after training':>16}")
     for row in rows:
         print(f"{Path(row['run']).name:<48}{row['train_passage_encoder']!s:>22}{row['untrained']:>22.3f}"

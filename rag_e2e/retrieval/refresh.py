@@ -71,7 +71,7 @@ class IndexBuilder:
         fingerprint = state_fingerprint(encoder.passage_model)
         began = time.perf_counter()
         if self.embeddings_dir is None:
-            p_reps = self._encode_cached(encoder, start, end, progress)
+            p_reps = self.encode(encoder, start, end, progress)
         else:
             p_reps = self._encode_memmap(encoder, passages, tag, rank, fingerprint, progress)
         encoded = time.perf_counter()
@@ -99,8 +99,11 @@ class IndexBuilder:
         return self._token_cache[(start, end)]
 
     @torch.no_grad()
-    def _encode_cached(self, encoder: BiEncoder, start: int, end: int, progress: bool) -> torch.Tensor:
-        """(end - start, d) float32 vectors of corpus rows [start, end), from cached token batches."""
+    def encode(self, encoder: BiEncoder, start: int = 0, end: int | None = None,
+               progress: bool = False) -> torch.Tensor:
+        """(end - start, d) float32 vectors of corpus rows [start, end) (end None: all), from cached token batches,
+        in eval mode: what a refresh indexes."""
+        end = len(self.corpus) if end is None else end
         batches = self.token_batches(start, end)
         device = next(encoder.passage_model.parameters()).device
         chunks = []
