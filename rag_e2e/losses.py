@@ -50,6 +50,49 @@ def marginalize(log_probs: torch.Tensor, doc_log_prior: torch.Tensor) -> torch.T
     return torch.logsumexp(log_probs + prior, dim=1)
 
 
+def sequence_nll_from_token_ll(tok_ll: torch.Tensor, doc_scores: torch.Tensor, temperature: float = 1.0
+                               ) -> torch.Tensor:
+    """RAG-Sequence NLL from per-document answer token log-likelihoods.
+
+    ``−log p(y|x) = −logsumexp_z [ log p(z|x) + Σ_t log p(y_t|x,z,y<t) ]``
+
+    Args:
+        tok_ll: (B, n_docs, T) log p(y_t|x,z,y<t) of each target token, 0 at ignored positions.
+        doc_scores: (B, n_docs) raw retrieval scores; gradient flows into them.
+        temperature: prior temperature, see :func:`doc_log_prior`.
+
+    Returns:
+        (B,) per-example loss.
+    """
+    _check_token_ll(tok_ll, doc_scores)
+    return -marginalize(tok_ll.sum(-1), doc_log_prior(doc_scores, temperature))
+
+
+def token_nll_from_token_ll(tok_ll: torch.Tensor, doc_scores: torch.Tensor, temperature: float = 1.0
+                            ) -> torch.Tensor:
+    """RAG-Token NLL from per-document answer token log-likelihoods.
+
+    ``−log p(y|x) = −Σ_t logsumexp_z [ log p(z|x) + log p(y_t|x,z,y<t) ]``; an ignored position has tok_ll = 0 for
+    every z, so its term is logsumexp_z log p(z|x) = 0.
+
+    Args:
+        tok_ll: (B, n_docs, T) as in :func:`sequence_nll_from_token_ll`.
+        doc_scores: (B, n_docs) raw retrieval scores.
+        temperature: prior temperature.
+
+    Returns:
+        (B,) per-example loss.
+    """
+    _check_token_ll(tok_ll, doc_scores)
+    return -marginalize(tok_ll, doc_log_prior(doc_scores, temperature)).sum(-1)
+
+
+def _check_token_ll(tok_ll: torch.Tensor, doc_scores: torch.Tensor) -> None:
+    if tok_ll.dim() != 3 or tok_ll.shape[:2] != doc_scores.shape:
+        raise ValueError(f"tok_ll has shape {tuple(tok_ll.shape)}; expected (B, n_docs, T) with (B, n_docs) = "
+                         f"{tuple(doc_scores.shape)} from doc_scores")
+
+
 def _per_doc_log_probs(
     seq_logits: torch.Tensor, doc_scores: torch.Tensor, labels: torch.Tensor, n_docs: int, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,7 +150,7 @@ def rag_sequence_nll(
     log_prior = doc_log_prior(doc_scores, temperature)  # (B, n_docs)
     index = target[:, None, :, None].expand(-1, n_docs, -1, 1)  # (B, n_docs, T, 1)
     tok_ll = seq_logprobs.gather(-1, index).squeeze(-1).masked_fill(~keep[:, None], 0.0)  # (B, n_docs, T)
-    nll = -marginalize(tok_ll.sum(-1), log_prior)  # (B,)
+    nll = sequence_nll_from_token_ll(tok_ll, doc_scores, temperature)  # (B,)
     if epsilon == 0.0:
         return nll
     vocab_size = seq_logprobs.shape[-1]

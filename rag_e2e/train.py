@@ -25,7 +25,7 @@ from rag_e2e.errors import ConfigError
 from rag_e2e.lightning.datamodule import QACollator, RagDataModule
 from rag_e2e.lightning.module import RagLitModule
 from rag_e2e.lightning.refresh_callback import IndexRefreshCallback
-from rag_e2e.models.generator import build_generator
+from rag_e2e.models.generator import build_reader, frozen_weight_names
 from rag_e2e.models.rag import RagModel
 from rag_e2e.retrieval.encoders import BiEncoder, build_encoder_model, load_tokenizer, resolve_name
 from rag_e2e.retrieval.refresh import IndexBuilder
@@ -42,8 +42,16 @@ class Assembled:
     refresh: IndexRefreshCallback  # builds the index when training/testing starts, and rebuilds it on schedule
 
 
-def _load_prefixed(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], prefix: str) -> None:
-    module.load_state_dict({key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)})
+def _load_prefixed(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], prefix: str,
+                   may_lack: set[str] = frozenset()) -> None:
+    """Load the `prefix`ed part of a checkpoint; only weights named in `may_lack` may be absent from it."""
+    part = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+    missing, unexpected = module.load_state_dict(part, strict=False)
+    lacking = [key for key in missing if key not in may_lack]
+    if lacking or unexpected:
+        name = f"missing {prefix}{lacking[0]}" if lacking else f"unexpected {prefix}{unexpected[0]}"
+        raise ConfigError(f"checkpoint does not match this config's model ({name}); was it written by a run with "
+                          "another `encoder` or `generator` config?")
 
 
 def _index_params(cfg: RunConfig) -> dict:
@@ -77,30 +85,28 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                            kind=cfg.index.kind, index_params=_index_params(cfg),
                            embeddings_dir=Path(cfg.index.embeddings_dir) if cfg.index.embeddings_dir else None,
                            embeddings_dtype=cfg.index.embeddings_dtype, shard_size=cfg.index.shard_size)
-    generator, g_tokenizer = build_generator(gen_cfg.name_or_path, gen_cfg.tokenizer, arch=gen_cfg.arch,
-                                             warm_start=gen_cfg.warm_start, d_model=gen_cfg.d_model,
-                                             num_layers=gen_cfg.num_layers, num_heads=gen_cfg.num_heads,
-                                             ffn_dim=gen_cfg.ffn_dim, seed=gen_cfg.seed)
+    reader = build_reader(gen_cfg)
     if state_dict is not None:
-        _load_prefixed(generator, state_dict, "rag.generator.")
-    # Closed book reads one empty passage: the marginal over one document is the plain seq2seq NLL.
-    k = 1 if r.closed_book else min(r.k, len(data.corpus))
-    rag = RagModel(encoder, generator, g_tokenizer, data.corpus, None, k=k,
+        _load_prefixed(reader.model, state_dict, "rag.generator.", may_lack=frozen_weight_names(reader.model))
+    # Closed book reads one empty passage, read_gold the gold one: the marginal over one document is the reader NLL.
+    k = 1 if r.closed_book or r.read_gold else min(r.k, len(data.corpus))
+    rag = RagModel(encoder, reader, data.corpus, None, k=k,
                    temperature=r.temperature, loss=cfg.model.loss, max_source_length=gen_cfg.max_source_length,
                    max_target_length=gen_cfg.max_target_length, passage_tokenizer=q_tokenizer,
                    max_passage_length=enc_cfg.max_passage_length, fresh_passages=r.train_passage_encoder,
-                   rerank_candidates=min(r.rerank_candidates, len(data.corpus)), closed_book=r.closed_book)
+                   rerank_candidates=min(r.rerank_candidates, len(data.corpus)), closed_book=r.closed_book,
+                   read_gold=r.read_gold)
     m = cfg.model
     module = RagLitModule(rag, lr=m.lr, retriever_lr=m.retriever_lr, weight_decay=m.weight_decay,
                           warmup_steps=m.warmup_steps, label_smoothing=m.label_smoothing,
-                          freeze_query_encoder=r.freeze_query_encoder or r.closed_book,
+                          freeze_query_encoder=r.freeze_query_encoder or r.closed_book or r.read_gold,
                           train_passage_encoder=r.train_passage_encoder, passage_lr=m.passage_lr,
                           passage_ready_recall=m.passage_ready_recall,
                           reader_loss_weight=m.reader_loss_weight, reader_warmup_steps=m.reader_warmup_steps,
                           reader_ready_nll=m.reader_ready_nll,
                           eval_ks=tuple(cfg.eval.ks), num_beams=cfg.eval.num_beams,
-                          max_new_tokens=cfg.eval.max_new_tokens)
-    collator = QACollator(q_tokenizer, g_tokenizer, enc_cfg.max_query_length, gen_cfg.max_target_length)
+                          max_new_tokens=cfg.eval.max_new_tokens, reader_base=gen_cfg.name_or_path)
+    collator = QACollator(q_tokenizer, rag.labels, enc_cfg.max_query_length)
     datamodule = RagDataModule(data.train, data.dev, data.test, data.reader, collator,
                                batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
                                reader_batch_size=cfg.data.reader_batch_size, num_workers=cfg.data.num_workers,
@@ -254,14 +260,17 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
             _atomic_write(run_dir / "config.yaml", to_yaml(cfg))
         print(f"data: {parts.data.summary()}" + (f" (resuming from {last})" if resume else ""))
     init_path = run_dir / "init_metrics.json"
+    trains = cfg.trainer.max_steps > 0
+    metrics: dict = {}
     if resume and init_path.is_file():
         metrics = json.loads(init_path.read_text())
-    else:
+    elif cfg.eval.before_training and trains:  # with no training, init/* would repeat test/*
         metrics = _test(trainer, parts.module, parts.datamodule, "init")
         if main:
             write_predictions(run_dir / "predictions_init.jsonl", parts.module.predictions)
             _write_json(init_path, metrics)
-    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(last) if resume else None)
+    if trains:
+        trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(last) if resume else None)
     metrics.update(_test(trainer, parts.module, parts.datamodule, "test"))
     metrics["time/total_s"] = round(time.time() - started, 1)
     metrics["train/steps"] = trainer.global_step

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import lightning as L
@@ -11,7 +12,6 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from rag_e2e.data.types import QAExample
-from rag_e2e.models.generator import encode_answers
 
 
 @dataclass
@@ -32,17 +32,17 @@ class QABatch:
 
 
 class QACollator:
-    """Tokenizes questions for the query encoder and answers for the generator."""
+    """Tokenizes questions for the query encoder and answers as the reader's labels (`answer_labels`)."""
 
-    def __init__(self, query_tokenizer: PreTrainedTokenizerBase, gen_tokenizer: PreTrainedTokenizerBase,
-                 max_query_length: int, max_target_length: int):
-        self.query_tokenizer, self.gen_tokenizer = query_tokenizer, gen_tokenizer
-        self.max_query_length, self.max_target_length = max_query_length, max_target_length
+    def __init__(self, query_tokenizer: PreTrainedTokenizerBase,
+                 answer_labels: Callable[[Sequence[str]], torch.Tensor], max_query_length: int):
+        self.query_tokenizer, self.answer_labels = query_tokenizer, answer_labels
+        self.max_query_length = max_query_length
 
     def __call__(self, examples: list[QAExample]) -> QABatch:
         tok = self.query_tokenizer([ex.question for ex in examples], truncation=True,
                                    max_length=self.max_query_length, padding=True, return_tensors="pt")
-        labels = encode_answers(self.gen_tokenizer, [ex.answers[0] for ex in examples], self.max_target_length)
+        labels = self.answer_labels([ex.answers[0] for ex in examples])
         return QABatch(tok["input_ids"], tok["attention_mask"], labels, examples)
 
 

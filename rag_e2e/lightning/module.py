@@ -5,10 +5,24 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from rag_e2e.errors import ConfigError
 from rag_e2e.eval.metrics import aggregate, gold_rank
 from rag_e2e.lightning.datamodule import QABatch
-from rag_e2e.models.rag import RagModel, Retrieved
+from rag_e2e.models.generator import frozen_weight_names
+from rag_e2e.models.rag import RagModel
 from rag_e2e.retrieval.distributed import all_gather_objects
+
+
+def check_reader_checkpoint(checkpoint: dict, expected: set[str], reader_base: str | None) -> None:
+    """A checkpoint must hold every weight but the frozen reader's, and name the reader it was trained on."""
+    missing = sorted(expected - set(checkpoint["state_dict"]))
+    if missing:
+        raise ConfigError(f"checkpoint lacks {len(missing)} weights this config trains (first: {missing[0]}); "
+                          "was it written by a run with another `generator` or `retriever` config?")
+    saved = checkpoint.get("reader_base")
+    if saved is not None and saved != reader_base:
+        raise ConfigError(f"checkpoint was trained on reader '{saved}' but `generator.name_or_path` is "
+                          f"'{reader_base}'")
 
 
 class RagLitModule(L.LightningModule):
@@ -31,6 +45,8 @@ class RagLitModule(L.LightningModule):
         reader_ready_nll: end the warm-up early once the reader's running NLL falls below this (it can read):
             training the retriever against a reader that cannot read yet makes recall collapse.
         eval_ks: recall@k cut-offs; max(eval_ks) passages are retrieved at evaluation, the top k are read.
+        reader_base: the reader's pretrained weights (`generator.name_or_path`), named in every checkpoint; frozen
+            reader weights are left out of checkpoints and loaded from there again.
     """
 
     def __init__(self, rag: RagModel, *, lr: float = 1e-3, retriever_lr: float = 1e-4, weight_decay: float = 0.0,
@@ -38,7 +54,8 @@ class RagLitModule(L.LightningModule):
                  train_passage_encoder: bool = False, passage_lr: float | None = None,
                  passage_ready_recall: float | None = None,
                  reader_loss_weight: float = 0.0, reader_warmup_steps: int = 0, reader_ready_nll: float | None = None,
-                 eval_ks: tuple[int, ...] = (1, 5, 10), num_beams: int = 1, max_new_tokens: int = 16):
+                 eval_ks: tuple[int, ...] = (1, 5, 10), num_beams: int = 1, max_new_tokens: int = 16,
+                 reader_base: str | None = None):
         super().__init__()
         self.rag = rag
         self.lr, self.retriever_lr, self.weight_decay, self.warmup_steps = lr, retriever_lr, weight_decay, warmup_steps
@@ -58,6 +75,8 @@ class RagLitModule(L.LightningModule):
         self.eval_ks, self.num_beams, self.max_new_tokens = tuple(eval_ks), num_beams, max_new_tokens
         # Query-side only: the passage tower stays as it was when the index was built (shared towers train as one).
         rag.encoder.freeze(query=freeze_query_encoder, passage=not (train_passage_encoder or rag.encoder.shared))
+        self.reader_base = reader_base
+        self.strict_loading = False  # frozen reader weights are not in checkpoints; on_load_checkpoint checks the rest
         self.test_prefix = "test"  # "init" for the evaluation before training
         self._records: list[dict] = []
         self.predictions: list[dict] = []  # filled by each test run
@@ -70,7 +89,7 @@ class RagLitModule(L.LightningModule):
         size = len(rag_batch.examples)
         if self._rag_active():
             nll, ret = self.rag(rag_batch.q_ids, rag_batch.q_mask, rag_batch.questions, rag_batch.labels,
-                                epsilon=self.label_smoothing)
+                                epsilon=self.label_smoothing, examples=rag_batch.examples)
             loss = loss + nll.mean()
             self.log("train/rag_nll", nll.mean(), batch_size=size, prog_bar=True)
             ranks = self._ranks(rag_batch, ret.rows)
@@ -114,13 +133,22 @@ class RagLitModule(L.LightningModule):
         """Make a (re)built index live for the next retrieval; called between steps by IndexRefreshCallback."""
         self.rag.set_index(index)
 
+    def frozen_reader_keys(self) -> set[str]:
+        """State-dict keys of reader weights that never train (a frozen reader, or the base under LoRA): they come
+        from `generator.name_or_path` again, so checkpoints leave them out."""
+        return {f"rag.generator.{name}" for name in frozen_weight_names(self.rag.generator)}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rag_start_step"] = self.rag_start_step
         checkpoint["passage_start_step"] = self.passage_start_step
+        frozen = self.frozen_reader_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        checkpoint["reader_base"] = self.reader_base
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.rag_start_step = checkpoint.get("rag_start_step")
         self.passage_start_step = checkpoint.get("passage_start_step")
+        check_reader_checkpoint(checkpoint, set(self.state_dict()) - self.frozen_reader_keys(), self.reader_base)
 
     # ---- evaluation (validation and test share one step) ---------------------------------------------------------
     def _ranks(self, batch: QABatch, rows: torch.Tensor) -> list[int | None]:
@@ -137,7 +165,7 @@ class RagLitModule(L.LightningModule):
         k_max = min(max(k_read, *self.eval_ks), self.rag.index.size)
         ret = self.rag.retrieve(batch.q_ids, batch.q_mask, k_max)
         ranks = self._ranks(batch, ret.rows)
-        top = Retrieved(rows=ret.rows[:, :k_read], doc_scores=ret.doc_scores[:, :k_read])
+        top = self.rag.to_read(ret, batch.examples, k_read)
         answers = self.rag.generate(batch.questions, top, self.num_beams, self.max_new_tokens)
         for ex, rank, answer, row, score in zip(batch.examples, ranks, answers, top.rows.tolist(),
                                                 top.doc_scores.tolist()):
@@ -171,6 +199,7 @@ class RagLitModule(L.LightningModule):
     # ---- optimisation --------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         groups = [{"params": [p for p in self.rag.generator.parameters() if p.requires_grad], "lr": self.lr}]
+        groups = [g for g in groups if g["params"]]  # a frozen reader has none
         query_params = [p for p in self.rag.encoder.query_model.parameters() if p.requires_grad]
         if query_params and not self.freeze_query_encoder:
             groups.append({"params": query_params, "lr": self.retriever_lr})

@@ -1,123 +1,133 @@
-"""The seq2seq reader: building it, and turning (passage, question) pairs and answers into its tensors."""
+"""Building the reader from its config: any HF seq2seq or causal LM, a packaged offline reader, or a random model;
+then full fine-tuning, LoRA adapters, or frozen (memoized)."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     BartConfig,
     BartForConditionalGeneration,
     EncoderDecoderModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen2ForCausalLM,
     T5Config,
     T5ForConditionalGeneration,
 )
 
+from rag_e2e.config import GeneratorConfig, LoraConfig
+from rag_e2e.models.causal_lm import CausalLMReader, PromptFormat
+from rag_e2e.models.packaged import resolve_reader
+from rag_e2e.models.reader import MemoizedReader, Reader
+from rag_e2e.models.seq2seq import Seq2SeqReader, eos_id, start_id
 from rag_e2e.retrieval.encoders import load_tokenizer, resolve_name
 
-Arch = Literal["bart", "t5", "bert2bert"]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """End-of-answer token: eos where the tokenizer has one, else [SEP] (WordPiece vocabularies)."""
-    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+def _random_model(cfg: GeneratorConfig, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
+    """A randomly initialised reader of `cfg.arch` on the tokenizer's vocabulary (tests, demos, ablations)."""
+    vocab, pad, eos, start = len(tokenizer), tokenizer.pad_token_id, eos_id(tokenizer), start_id(tokenizer)
+    d, layers, heads, ffn = cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.ffn_dim
+    if cfg.arch == "bart":
+        return BartForConditionalGeneration(BartConfig(
+            vocab_size=vocab, d_model=d, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
+            decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, max_position_embeddings=512,
+            pad_token_id=pad, bos_token_id=start, eos_token_id=eos, decoder_start_token_id=start,
+            forced_eos_token_id=None))
+    if cfg.arch == "t5":
+        return T5ForConditionalGeneration(T5Config(
+            vocab_size=vocab, d_model=d, d_kv=d // heads, d_ff=ffn, num_layers=layers, num_decoder_layers=layers,
+            num_heads=heads, pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad))
+    if cfg.arch == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=d, n_layer=layers, n_head=heads, n_inner=ffn,
+                                          n_positions=1024, bos_token_id=start, eos_token_id=eos, pad_token_id=pad))
+    common = dict(vocab_size=vocab, hidden_size=d, intermediate_size=ffn, num_hidden_layers=layers,
+                  num_attention_heads=heads, num_key_value_heads=max(heads // 2, 1), max_position_embeddings=1024,
+                  bos_token_id=start, eos_token_id=eos, pad_token_id=pad, tie_word_embeddings=True)
+    if cfg.arch == "llama":
+        return LlamaForCausalLM(LlamaConfig(**common))
+    if cfg.arch == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**common))
+    raise ValueError(f"random init is for arch bart, t5, gpt2, llama or qwen2; '{cfg.arch}' needs "
+                     "`generator.warm_start`")
 
 
-def _start_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    for tok_id in (tokenizer.bos_token_id, tokenizer.cls_token_id, tokenizer.pad_token_id):
-        if tok_id is not None:
-            return tok_id
-    raise ValueError("tokenizer has no bos, cls or pad token to start decoding from")
+def _bert2bert(warm_start: str, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
+    path = resolve_name(warm_start)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+    for config in (model.config, model.generation_config):
+        config.decoder_start_token_id = start_id(tokenizer)
+        config.pad_token_id = tokenizer.pad_token_id
+        config.eos_token_id = eos_id(tokenizer)
+    return model
 
 
-def _random_seq2seq(arch: Arch, tokenizer: PreTrainedTokenizerBase, d_model: int, num_layers: int, num_heads: int,
-                    ffn_dim: int, max_positions: int) -> nn.Module:
-    pad, eos, start = tokenizer.pad_token_id, eos_id(tokenizer), _start_id(tokenizer)
-    if arch == "bart":
-        config = BartConfig(vocab_size=len(tokenizer), d_model=d_model, encoder_layers=num_layers,
-                            decoder_layers=num_layers, encoder_attention_heads=num_heads,
-                            decoder_attention_heads=num_heads, encoder_ffn_dim=ffn_dim, decoder_ffn_dim=ffn_dim,
-                            max_position_embeddings=max_positions, pad_token_id=pad, bos_token_id=start,
-                            eos_token_id=eos, decoder_start_token_id=start, forced_eos_token_id=None)
-        return BartForConditionalGeneration(config)
-    if arch == "t5":
-        config = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // num_heads, d_ff=ffn_dim,
-                          num_layers=num_layers, num_decoder_layers=num_layers, num_heads=num_heads,
-                          pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad)
-        return T5ForConditionalGeneration(config)
-    raise ValueError(f"random init is for arch 'bart' or 't5'; arch '{arch}' needs `generator.warm_start`")
-
-
-def build_generator(name_or_path: str | None, tokenizer_name: str, *, arch: Arch = "bart",
-                    warm_start: str | None = None, d_model: int = 128, num_layers: int = 2, num_heads: int = 2,
-                    ffn_dim: int = 256, max_positions: int = 512, seed: int = 0
-                    ) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """A pretrained seq2seq model, a BERT2BERT warm start, or a random BART/T5 on `tokenizer_name`'s vocab."""
-    if name_or_path is not None:
-        path = resolve_name(name_or_path)
-        return AutoModelForSeq2SeqLM.from_pretrained(path), load_tokenizer(path)
-    tokenizer = load_tokenizer(warm_start if arch == "bert2bert" and warm_start else tokenizer_name)
+def load_model(cfg: GeneratorConfig) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """The reader's weights and tokenizer, before any adapter or freezing."""
+    if cfg.name_or_path is not None:
+        path = resolve_reader(resolve_name(cfg.name_or_path), cfg.gguf_file)
+        auto = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(path).is_encoder_decoder else AutoModelForCausalLM
+        return auto.from_pretrained(path, dtype=_DTYPES[cfg.dtype]), load_tokenizer(path)
+    if cfg.arch == "bert2bert":
+        if cfg.warm_start is None:
+            raise ValueError("arch 'bert2bert' needs `generator.warm_start` (e.g. minilm)")
+        tokenizer = load_tokenizer(cfg.warm_start)
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            return _bert2bert(cfg.warm_start, tokenizer), tokenizer
+    tokenizer = load_tokenizer(cfg.tokenizer)
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        if arch == "bert2bert":
-            if warm_start is None:
-                raise ValueError("arch 'bert2bert' needs `generator.warm_start` (e.g. minilm)")
-            path = resolve_name(warm_start)
-            model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
-            model.config.decoder_start_token_id = _start_id(tokenizer)
-            model.config.pad_token_id = tokenizer.pad_token_id
-            model.config.eos_token_id = eos_id(tokenizer)
-            model.generation_config.decoder_start_token_id = _start_id(tokenizer)
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
-            model.generation_config.eos_token_id = eos_id(tokenizer)
-        else:
-            model = _random_seq2seq(arch, tokenizer, d_model, num_layers, num_heads, ffn_dim, max_positions)
-    return model, tokenizer
+        torch.manual_seed(cfg.seed)
+        return _random_model(cfg, tokenizer).to(_DTYPES[cfg.dtype]), tokenizer
 
 
-def decoder_start_id(generator: nn.Module) -> int:
-    """The token the decoder starts from, as the model's config says."""
-    start = generator.config.decoder_start_token_id
-    if start is None:
-        raise ValueError("generator config has no decoder_start_token_id")
-    return start
+def add_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+    """Wrap `model` with peft LoRA adapters: only they train, the base weights are frozen."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import TaskType, get_peft_model
+
+    task = TaskType.SEQ_2_SEQ_LM if model.config.is_encoder_decoder else TaskType.CAUSAL_LM
+    return get_peft_model(model, PeftLoraConfig(task_type=task, r=lora.r, lora_alpha=lora.alpha,
+                                                lora_dropout=lora.dropout, target_modules=lora.target_modules))
 
 
-def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
-    """(N, T) labels -> (N, T) decoder inputs: [start, y_1, ..., y_{T-1}], with ignored (-100) positions as pad."""
-    shifted = labels.new_full(labels.shape, pad_id)
-    shifted[:, 0] = start_id
-    shifted[:, 1:] = labels[:, :-1]
-    return shifted.masked_fill(shifted == -100, pad_id)
+def frozen_weight_names(model: nn.Module) -> set[str]:
+    """State-dict names of a reader's weights that never train: none for a fully trained reader; everything but the
+    adapters under LoRA, everything when frozen (tied copies and buffers included). They come from the base model
+    again, so checkpoints leave them out."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    if all(p.requires_grad for p in model.parameters()):
+        return set()
+    return {name for name in model.state_dict() if name not in trainable}
 
 
-def encode_answers(tokenizer: PreTrainedTokenizerBase, answers: list[str], max_length: int) -> torch.Tensor:
-    """Answers -> (B, T) labels: answer tokens then eos, padded with -100 (ignored by the losses)."""
-    end = eos_id(tokenizer)
-    seqs = [ids[: max_length - 1] + [end] for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]]
-    labels = torch.full((len(seqs), max(map(len, seqs))), -100, dtype=torch.long)
-    for i, ids in enumerate(seqs):
-        labels[i, : len(ids)] = torch.tensor(ids)
-    return labels
-
-
-def encode_sources(tokenizer: PreTrainedTokenizerBase, titles: list[str], texts: list[str], questions: list[str],
-                   max_length: int) -> dict[str, torch.Tensor]:
-    """Reader inputs "title / passage // question", truncating the passage, never the question.
-
-    The question goes in as the second segment of a pair with `only_first` truncation, so a long passage cannot
-    push it out of the window (HF's RAG truncates the joined string from the right, question included).
-    """
-    first = [f"{title} / {text}" for title, text in zip(titles, texts)]
-    second = [f"// {q}" for q in questions]
-    enc = tokenizer(first, second, truncation="only_first", max_length=max_length, padding=True,
-                    return_tensors="pt")
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-
-def decode_answers(tokenizer: PreTrainedTokenizerBase, token_ids: torch.Tensor) -> list[str]:
-    """(N, T) generated ids -> answer strings, special tokens removed."""
-    return [s.strip() for s in tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+def build_reader(cfg: GeneratorConfig) -> Reader:
+    """The reader `cfg` describes, behind the `Reader` protocol: seq2seq or causal LM, as its config says."""
+    model, tokenizer = load_model(cfg)
+    seq2seq = model.config.is_encoder_decoder
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if cfg.lora.r > 0:
+        if cfg.gradient_checkpointing:
+            model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+        model = add_lora(model, cfg.lora)
+    if seq2seq:
+        reader: Reader = Seq2SeqReader(model, tokenizer)
+    else:
+        reader = CausalLMReader(model, tokenizer, PromptFormat(
+            template=cfg.prompt_template, closed_book_template=cfg.closed_book_template, chat=cfg.chat_template,
+            answer_prefix=cfg.answer_prefix, answer_suffix=cfg.answer_suffix, answer_stop=cfg.answer_stop))
+    if not cfg.train:
+        model.requires_grad_(False)
+        return MemoizedReader(reader)
+    return reader

@@ -1,17 +1,23 @@
-"""RAG forward pass: retrieve -> generate -> marginalize, and RAG decoding."""
+"""RAG forward pass: retrieve -> read -> marginalize, and RAG decoding, over any `Reader`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
 
-from rag_e2e.data.types import Passage
-from rag_e2e.losses import doc_log_prior, rag_sequence_nll, rag_token_nll
-from rag_e2e.models.generator import decode_answers, decoder_start_id, encode_answers, encode_sources, shift_right
+from rag_e2e.data.types import Passage, QAExample
+from rag_e2e.losses import (
+    doc_log_prior,
+    rag_sequence_nll,
+    rag_token_nll,
+    sequence_nll_from_token_ll,
+    token_nll_from_token_ll,
+)
+from rag_e2e.models.reader import Pairs, Reader, token_ll
 from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
 from rag_e2e.retrieval.index import Index
 
@@ -27,24 +33,26 @@ class Retrieved:
 
 
 class RagModel(nn.Module):
-    """A bi-encoder retriever over an index, and a seq2seq generator reading each retrieved passage.
+    """A bi-encoder retriever over an index, and a reader (seq2seq or causal LM) reading each retrieved passage.
 
     The index holds passage vectors from some earlier passage tower; they are constants. Query vectors are live, so
     doc_scores = q·d and the marginal likelihood always train the query encoder. With `fresh_passages` the retrieved
     passages are re-encoded by the current passage tower, in-graph when it trains (end to end); with
     `rerank_candidates` = k' > k, k' candidates from the stale index are re-scored that way and the best k kept.
+    `closed_book` reads one empty passage (generator only); `read_gold` reads each question's gold passage (the
+    reader's upper bound). Retrieval is still run and scored in both.
     """
 
-    def __init__(self, encoder: BiEncoder, generator: nn.Module, gen_tokenizer: PreTrainedTokenizerBase,
-                 corpus: list[Passage], index: Index | None, *, k: int, temperature: float, loss: LossKind,
-                 max_source_length: int, max_target_length: int,
-                 passage_tokenizer: PreTrainedTokenizerBase | None = None, max_passage_length: int = 128,
-                 fresh_passages: bool = False, rerank_candidates: int = 0, closed_book: bool = False):
+    def __init__(self, encoder: BiEncoder, reader: Reader, corpus: list[Passage], index: Index | None, *, k: int,
+                 temperature: float, loss: LossKind, max_source_length: int, max_target_length: int,
+                 passage_tokenizer=None, max_passage_length: int = 128, fresh_passages: bool = False,
+                 rerank_candidates: int = 0, closed_book: bool = False, read_gold: bool = False):
         super().__init__()
         self.encoder = encoder
-        self.generator = generator
-        self.gen_tokenizer = gen_tokenizer
+        self.reader = reader
+        self.generator = reader.model  # registered here, so its weights are this module's `generator.*`
         self.corpus = corpus
+        self.row_of = {p.pid: row for row, p in enumerate(corpus)}
         self.index: Index | None = None
         if index is not None:
             self.set_index(index)
@@ -54,7 +62,7 @@ class RagModel(nn.Module):
             raise ValueError("fresh_passages / rerank_candidates need the passage tokenizer")
         self.passage_tokenizer, self.max_passage_length = passage_tokenizer, max_passage_length
         self.fresh_passages, self.rerank_candidates = fresh_passages, rerank_candidates
-        self.closed_book = closed_book  # the generator-only baseline: every "passage" it reads is empty
+        self.closed_book, self.read_gold = closed_book, read_gold
 
     def set_index(self, index: Index) -> None:
         """Swap in a (re)built index over the same corpus; takes effect at the next `retrieve`."""
@@ -62,6 +70,7 @@ class RagModel(nn.Module):
             raise ValueError(f"index has {index.size} vectors but the corpus has {len(self.corpus)} passages")
         self.index = index
 
+    # ---- retrieval ----------------------------------------------------------------------------------------------
     def encode_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """(B, k) corpus rows -> (B, k, d) vectors from the current passage tower (in-graph if it trains).
 
@@ -92,92 +101,108 @@ class RagModel(nn.Module):
             rows, doc_scores = rows.gather(1, order), doc_scores.gather(1, order)
         return Retrieved(rows=rows, doc_scores=doc_scores)
 
-    def sources(self, questions: list[str], rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Generator inputs for every (question, retrieved passage) pair, (B*k, L), example-major."""
+    def gold(self, examples: Sequence[QAExample]) -> Retrieved:
+        """Each example's first gold passage as its one "retrieved" passage (prior 1)."""
+        missing = [ex.qid for ex in examples if not ex.gold_pids or ex.gold_pids[0] not in self.row_of]
+        if missing:
+            raise ValueError(f"retriever.read_gold: question {missing[0]} has no gold passage in the corpus")
+        device = next(self.generator.parameters()).device
+        rows = torch.tensor([[self.row_of[ex.gold_pids[0]]] for ex in examples], device=device)
+        return Retrieved(rows=rows, doc_scores=torch.zeros(rows.shape, device=device))
+
+    def to_read(self, ret: Retrieved, examples: Sequence[QAExample], k: int) -> Retrieved:
+        """What the reader reads: the top k retrieved, or the gold passage (`read_gold`)."""
+        if self.read_gold:
+            return self.gold(examples)
+        return Retrieved(rows=ret.rows[:, :k], doc_scores=ret.doc_scores[:, :k])
+
+    # ---- reading ------------------------------------------------------------------------------------------------
+    def pairs(self, questions: Sequence[str], rows: torch.Tensor) -> Pairs:
+        """Reader rows for every (question, retrieved passage) pair, (B*k,), example-major."""
         k = rows.shape[1]
         passages = [self.corpus[r] for r in rows.reshape(-1).tolist()]
         titles, texts = [p.title for p in passages], [p.text for p in passages]
         if self.closed_book:
             titles = texts = [""] * len(passages)
-        repeated = [q for q in questions for _ in range(k)]
-        enc = encode_sources(self.gen_tokenizer, titles, texts, repeated, self.max_source_length)
-        return {name: t.to(rows.device) for name, t in enc.items()}
+        return Pairs(titles, texts, [q for q in questions for _ in range(k)])
 
-    def labels(self, answers: list[str]) -> torch.Tensor:
-        return encode_answers(self.gen_tokenizer, answers, self.max_target_length)
+    def labels(self, answers: Sequence[str]) -> torch.Tensor:
+        return self.reader.answer_labels(answers, self.max_target_length)
 
-    def seq_logits(self, src: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """(N, L) sources and (N, T) labels -> (N, T, V) logits, teacher-forced."""
-        dec_in = shift_right(labels, decoder_start_id(self.generator), self.gen_tokenizer.pad_token_id)
-        return self.generator(input_ids=src["input_ids"], attention_mask=src["attention_mask"],
-                              decoder_input_ids=dec_in).logits
+    def token_ll(self, pairs: Pairs, labels: torch.Tensor) -> torch.Tensor:
+        """(N, T) answer token log-likelihoods (memoized for a frozen reader)."""
+        return token_ll(self.reader, pairs, labels, self.max_source_length)
 
     def forward(self, q_ids: torch.Tensor, q_mask: torch.Tensor, questions: list[str], labels: torch.Tensor,
-                epsilon: float = 0.0) -> tuple[torch.Tensor, Retrieved]:
-        """Marginal NLL per example (B,) over the top-k retrieved passages."""
-        ret = self.retrieve(q_ids, q_mask, self.k)
-        src = self.sources(questions, ret.rows)
+                epsilon: float = 0.0, examples: Sequence[QAExample] | None = None) -> tuple[torch.Tensor, Retrieved]:
+        """Marginal NLL per example (B,) over the top-k retrieved passages (`examples`: for `read_gold`)."""
+        ret = self.gold(examples or []) if self.read_gold else self.retrieve(q_ids, q_mask, self.k)
+        batch, k = ret.rows.shape
+        pairs = self.pairs(questions, ret.rows)
         labels = labels.to(ret.rows.device)
-        logits = self.seq_logits(src, labels.repeat_interleave(self.k, dim=0))  # (B*k, T, V)
+        rep = labels.repeat_interleave(k, dim=0)  # (B*k, T)
+        if epsilon == 0.0:
+            tok_ll = self.token_ll(pairs, rep).view(batch, k, -1)  # (B, k, T)
+            nll_fn = sequence_nll_from_token_ll if self.loss_kind == "sequence" else token_nll_from_token_ll
+            return nll_fn(tok_ll, ret.doc_scores, self.temperature), ret
+        logits = self.reader.answer_logits(pairs, rep, self.max_source_length)  # (B*k, T, V), for smoothing
         nll_fn = rag_sequence_nll if self.loss_kind == "sequence" else rag_token_nll
-        nll = nll_fn(logits, ret.doc_scores, labels, self.k, temperature=self.temperature, epsilon=epsilon)
-        return nll, ret
+        return nll_fn(logits, ret.doc_scores, labels, k, temperature=self.temperature, epsilon=epsilon), ret
 
     def reader_nll(self, titles: list[str], texts: list[str], questions: list[str], answers: list[str]) -> torch.Tensor:
-        """Plain supervised NLL per example (B,) of the generator given the gold passage (no retrieval)."""
+        """Plain supervised NLL per example (B,) of the reader given the gold passage (no retrieval)."""
         device = next(self.generator.parameters()).device
-        src = encode_sources(self.gen_tokenizer, titles, texts, questions, self.max_source_length)
-        src = {name: t.to(device) for name, t in src.items()}
         labels = self.labels(answers).to(device)
-        logits = self.seq_logits(src, labels)
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        return -(logp * (labels != -100)).sum(1)
+        return -self.token_ll(Pairs(titles, texts, questions), labels).sum(1)
 
+    # ---- decoding -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, questions: list[str], ret: Retrieved, num_beams: int = 1,
                  max_new_tokens: int = 16) -> list[str]:
-        """Answers for a batch, decoded over the top-k passages in `ret`.
+        """Answers for a batch, decoded over the passages in `ret`.
 
         RAG-Sequence: each passage proposes its beam-search (or greedy) answer; every distinct candidate is then
         scored by the full marginal p(y|x) = Σ_z p(z|x) p(y|x,z) over all k passages ("thorough" decoding).
         RAG-Token: greedy decoding of the per-token marginal Σ_z p(z|x) p(y_t|x,z,y<t).
         """
-        src = self.sources(questions, ret.rows)
+        pairs = self.pairs(questions, ret.rows)
         if self.loss_kind == "token":
-            return self._greedy_token(src, ret.doc_scores, max_new_tokens)
+            return self._greedy_token(pairs, ret.doc_scores, max_new_tokens)
         k = ret.rows.shape[1]
-        out = self.generator.generate(**src, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False)
-        proposals = decode_answers(self.gen_tokenizer, out)  # (B*k,)
+        proposals = self.reader.generate(pairs, self.max_source_length, num_beams=num_beams,
+                                         max_new_tokens=max_new_tokens)  # (B*k,)
         candidates = [sorted(set(proposals[b * k : (b + 1) * k])) for b in range(len(questions))]
+        if all(len(c) == 1 for c in candidates):  # one candidate per question: nothing to rescore
+            return [c[0] for c in candidates]
         flat = [(b, c) for b, cands in enumerate(candidates) for c in cands]
         labels = self.labels([c for _, c in flat]).to(ret.rows.device)  # (C, T)
         owner = torch.tensor([b for b, _ in flat], device=ret.rows.device)
         # Score candidate c of example b against all k passages of b: rows (c, z) in candidate-major order.
         src_rows = (owner.unsqueeze(1) * k + torch.arange(k, device=owner.device)).reshape(-1)  # (C*k,)
-        cand_src = {name: t[src_rows] for name, t in src.items()}
-        logits = self.seq_logits(cand_src, labels.repeat_interleave(k, dim=0))
-        nll = rag_sequence_nll(logits, ret.doc_scores[owner], labels, k, temperature=self.temperature)  # (C,)
+        tok_ll = self.token_ll(pairs.select(src_rows.tolist()), labels.repeat_interleave(k, dim=0))
+        nll = sequence_nll_from_token_ll(tok_ll.view(len(flat), k, -1), ret.doc_scores[owner],
+                                         self.temperature)  # (C,)
         best: dict[int, tuple[float, str]] = {}
         for (b, cand), value in zip(flat, nll.tolist()):
             if b not in best or value < best[b][0]:
                 best[b] = (value, cand)
         return [best[b][1] for b in range(len(questions))]
 
-    def _greedy_token(self, src: dict[str, torch.Tensor], doc_scores: torch.Tensor, max_new_tokens: int) -> list[str]:
+    def _greedy_token(self, pairs: Pairs, doc_scores: torch.Tensor, max_new_tokens: int) -> list[str]:
         batch, k = doc_scores.shape
         log_prior = doc_log_prior(doc_scores, self.temperature)  # (B, k)
-        encoder_outputs = self.generator.get_encoder()(**src)
-        start, end = decoder_start_id(self.generator), self.generator.config.eos_token_id
-        tokens = torch.full((batch, 1), start, dtype=torch.long, device=doc_scores.device)
+        decoder = self.reader.start_decoding(pairs, self.max_source_length)
+        stops = torch.tensor(self.reader.stop_ids, device=doc_scores.device)
+        tokens = torch.empty((batch, 0), dtype=torch.long, device=doc_scores.device)
         done = torch.zeros(batch, dtype=torch.bool, device=doc_scores.device)
+        last = None
         for _ in range(max_new_tokens):
-            logits = self.generator(encoder_outputs=encoder_outputs, attention_mask=src["attention_mask"],
-                                    decoder_input_ids=tokens.repeat_interleave(k, dim=0)).logits[:, -1]  # (B*k, V)
-            logp = torch.log_softmax(logits.float(), -1).view(batch, k, -1)
+            logp = decoder.step(last).view(batch, k, -1)  # (B, k, V), prompt KV cache reused
             marginal = torch.logsumexp(logp + log_prior.unsqueeze(-1), dim=1)  # (B, V)
-            nxt = marginal.argmax(-1).masked_fill(done, self.gen_tokenizer.pad_token_id)
+            nxt = marginal.argmax(-1).masked_fill(done, self.reader.pad_id)
             tokens = torch.cat([tokens, nxt.unsqueeze(1)], dim=1)
-            done |= nxt == end
+            done |= torch.isin(nxt, stops)
             if done.all():
                 break
-        return decode_answers(self.gen_tokenizer, tokens[:, 1:])
+            last = nxt.repeat_interleave(k)  # (B*k,) every passage row continues with the chosen token
+        return self.reader.decode(tokens)

@@ -40,11 +40,19 @@ def test_command_line_wins_over_experiment_which_wins_over_groups():
         ("retriever.temperature=-1", "`retriever.temperature`"),
         ("data=nowhere", "data=nowhere"),
         ("justaword", "key=value"),
+        ("generator.arch=mamba", "`generator.arch`"),
+        ("generator.train=false generator.lora.r=8", "`generator.lora.r=0`"),
+        ("generator.train=false retriever.freeze_query_encoder=true", "`trainer.max_steps=0`"),
+        ("generator.train=false model.reader_loss_weight=1", "`model.reader_loss_weight`"),
+        ("generator.prompt_template=no_slots", "`generator.prompt_template` needs {title}"),
+        ("generator.gguf_file=x.gguf", "`generator.gguf_file` needs `generator.name_or_path`"),
+        ("retriever.read_gold=true retriever.closed_book=true", "exclude each other"),
+        ("retriever.read_gold=true retriever.train_passage_encoder=true", "`retriever.train_passage_encoder`"),
     ],
 )
 def test_bad_overrides_are_rejected_naming_the_key(override, needle):
     with pytest.raises(ConfigError) as err:
-        compose([override])
+        compose(override.split())
     assert needle in str(err.value)
     assert "\n" not in str(err.value)
 

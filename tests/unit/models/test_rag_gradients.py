@@ -143,3 +143,19 @@ def test_passage_tower_waits_for_the_running_train_recall(tmp_path, monkeypatch,
     else:
         assert module.passage_start_step == 9
         assert moved == [False] * 10 + [True] * 2
+
+
+def test_read_gold_reads_each_questions_gold_passage_with_prior_one():
+    parts = assemble_with_index("retriever.read_gold=true", "generator.train=true")
+    rag = parts.module.rag.eval()  # no dropout: the two reader passes below must agree
+    batch = next(iter(parts.datamodule.val_dataloader()))
+    ret = rag.retrieve(batch.q_ids, batch.q_mask, 3)
+    read = rag.to_read(ret, batch.examples, rag.k)
+    assert read.rows.shape == (len(batch.examples), 1)
+    assert [rag.corpus[r].pid for r in read.rows[:, 0].tolist()] == [ex.gold_pids[0] for ex in batch.examples]
+    nll, used = rag(batch.q_ids, batch.q_mask, batch.questions, batch.labels, examples=batch.examples)
+    assert torch.equal(used.rows, read.rows) and rag.k == 1
+    gold = [rag.corpus[r] for r in read.rows[:, 0].tolist()]
+    reader_nll = rag.reader_nll([p.title for p in gold], [p.text for p in gold], batch.questions,
+                                [ex.answers[0] for ex in batch.examples])
+    torch.testing.assert_close(nll, reader_nll)  # one passage with prior 1: the marginal is the reader's NLL

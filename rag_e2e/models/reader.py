@@ -1,0 +1,183 @@
+"""The reader interface: what RAG training and decoding ask of a generator, whatever its architecture.
+
+A reader reads (passage, question) pairs, one row each, and scores or generates answers for them. `RagModel`, the
+losses and decoding use only this protocol; each architecture family (seq2seq, causal LM) is one class behind it.
+
+Answer labels are (N, T) token ids ending in the reader's end-of-answer token, padded with -100. Every per-token
+output is aligned with them: position t is the reader's prediction of ``labels[:, t]`` given the pair and
+``labels[:, :t]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from rag_e2e.retrieval.encoders import eval_mode
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """N (passage, question) rows for a reader. An empty title and text means no passage (closed book)."""
+
+    titles: Sequence[str]
+    texts: Sequence[str]
+    questions: Sequence[str]
+
+    def __post_init__(self) -> None:
+        if not len(self.titles) == len(self.texts) == len(self.questions):
+            raise ValueError(f"Pairs needs as many titles ({len(self.titles)}), texts ({len(self.texts)}) and "
+                             f"questions ({len(self.questions)})")
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def select(self, rows: Sequence[int]) -> Pairs:
+        return Pairs([self.titles[r] for r in rows], [self.texts[r] for r in rows], [self.questions[r] for r in rows])
+
+
+class StepDecoder(Protocol):
+    """Incremental decoding over N rows with the reader's KV cache: feed one token per row, get the next
+    token's log-probabilities (N, V). The first call takes None (nothing decoded yet)."""
+
+    def step(self, tokens: torch.Tensor | None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """A generator as RAG sees it."""
+
+    model: nn.Module  # the weights (plain or PEFT-wrapped); RagModel registers it as `generator`
+    tokenizer: PreTrainedTokenizerBase
+    stop_ids: tuple[int, ...]  # tokens that end a generated answer
+    pad_id: int
+
+    def answer_labels(self, answers: Sequence[str], max_length: int) -> torch.Tensor:
+        """Answers -> (N, T) labels: answer tokens, then `end_id`, padded with -100."""
+        ...
+
+    def answer_logits(self, pairs: Pairs, labels: torch.Tensor, max_source_length: int) -> torch.Tensor:
+        """(N, T, V) logits over the vocabulary at each answer position, teacher-forced on `labels`."""
+        ...
+
+    def generate(self, pairs: Pairs, max_source_length: int, *, num_beams: int = 1,
+                 max_new_tokens: int = 16) -> list[str]:
+        """One answer string per row: the answer only, never the prompt."""
+        ...
+
+    def start_decoding(self, pairs: Pairs, max_source_length: int) -> StepDecoder:
+        """A step decoder over the rows (RAG-Token decoding marginalizes its outputs over passages)."""
+        ...
+
+    def decode(self, token_ids: torch.Tensor) -> list[str]:
+        """(N, T) generated answer ids -> answer strings."""
+        ...
+
+
+def answer_token_ll(reader: Reader, pairs: Pairs, labels: torch.Tensor, max_source_length: int) -> torch.Tensor:
+    """(N, T) log p(y_t | pair, y_<t) of each label token; 0 at ignored positions."""
+    logits = reader.answer_logits(pairs, labels, max_source_length)  # (N, T, V)
+    keep = labels.ne(IGNORE)
+    logits = logits if logits.dtype == torch.float64 else logits.float()  # bf16/fp16 logits: softmax in fp32
+    logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return logp.masked_fill(~keep, 0.0)
+
+
+def pad_labels(seqs: list[list[int]]) -> torch.Tensor:
+    """Token-id lists -> (N, T) right-padded with -100."""
+    labels = torch.full((len(seqs), max(map(len, seqs), default=1)), IGNORE, dtype=torch.long)
+    for i, ids in enumerate(seqs):
+        labels[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return labels
+
+
+def decode_answers(tokenizer: PreTrainedTokenizerBase, token_ids: torch.Tensor, stop: str | None = None) -> list[str]:
+    """(N, T) generated ids -> answer strings: special tokens removed, cut at `stop` (e.g. a newline)."""
+    texts = tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+    if stop:
+        texts = [t.lstrip().split(stop, 1)[0] for t in texts]
+    return [t.strip() for t in texts]
+
+
+def _unseen(keys: list[tuple], memo: dict) -> list[int]:
+    """Indices of the first occurrence of each key not in `memo`."""
+    first = {}
+    for i, key in enumerate(keys):
+        if key not in memo:
+            first.setdefault(key, i)
+    return list(first.values())
+
+
+class MemoizedReader:
+    """A frozen reader whose outputs are cached: its answer log-likelihood for a (passage, question, answer) never
+    changes, so after the first pass retriever training and decoding only pay for pairs they have not seen.
+
+    Runs the wrapped reader without dropout and without gradient; a trainable reader must not be wrapped.
+    """
+
+    def __init__(self, reader: Reader):
+        self.inner = reader
+        self.model, self.tokenizer = reader.model, reader.tokenizer
+        self.stop_ids, self.pad_id = reader.stop_ids, reader.pad_id
+        self._ll: dict[tuple, torch.Tensor] = {}
+        self._answers: dict[tuple, str] = {}
+        self.hits = self.misses = 0
+
+    def answer_labels(self, answers: Sequence[str], max_length: int) -> torch.Tensor:
+        return self.inner.answer_labels(answers, max_length)
+
+    def answer_logits(self, pairs: Pairs, labels: torch.Tensor, max_source_length: int) -> torch.Tensor:
+        with torch.no_grad(), eval_mode(self.model):
+            return self.inner.answer_logits(pairs, labels, max_source_length)
+
+    def answer_token_ll(self, pairs: Pairs, labels: torch.Tensor, max_source_length: int) -> torch.Tensor:
+        """As `answer_token_ll(reader, ...)`, computing only the rows not seen before."""
+        keys = [(pairs.titles[i], pairs.texts[i], pairs.questions[i], max_source_length,
+                 tuple(labels[i][labels[i] != IGNORE].tolist())) for i in range(len(pairs))]
+        todo = _unseen(keys, self._ll)
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            sub = labels[todo]
+            sub = sub[:, : int(sub.ne(IGNORE).sum(1).max())]
+            with torch.no_grad(), eval_mode(self.model):
+                fresh = answer_token_ll(self.inner, pairs.select(todo), sub, max_source_length).cpu()
+            for j, i in enumerate(todo):
+                self._ll[keys[i]] = fresh[j, : len(keys[i][-1])]
+        out = torch.zeros(labels.shape, dtype=torch.float32)
+        for i, key in enumerate(keys):
+            out[i, : len(key[-1])] = self._ll[key]
+        return out.to(labels.device)
+
+    def generate(self, pairs: Pairs, max_source_length: int, *, num_beams: int = 1,
+                 max_new_tokens: int = 16) -> list[str]:
+        keys = [(pairs.titles[i], pairs.texts[i], pairs.questions[i], max_source_length, num_beams, max_new_tokens)
+                for i in range(len(pairs))]
+        todo = _unseen(keys, self._answers)
+        if todo:
+            with torch.no_grad(), eval_mode(self.model):
+                fresh = self.inner.generate(pairs.select(todo), max_source_length, num_beams=num_beams,
+                                            max_new_tokens=max_new_tokens)
+            self._answers.update({keys[i]: answer for i, answer in zip(todo, fresh)})
+        return [self._answers[key] for key in keys]
+
+    def start_decoding(self, pairs: Pairs, max_source_length: int) -> StepDecoder:
+        return self.inner.start_decoding(pairs, max_source_length)
+
+    def decode(self, token_ids: torch.Tensor) -> list[str]:
+        return self.inner.decode(token_ids)
+
+
+def token_ll(reader: Reader | MemoizedReader, pairs: Pairs, labels: torch.Tensor,
+             max_source_length: int) -> torch.Tensor:
+    """(N, T) per-token answer log-likelihoods, from the memo where the reader is memoized."""
+    if isinstance(reader, MemoizedReader):
+        return reader.answer_token_ll(pairs, labels, max_source_length)
+    return answer_token_ll(reader, pairs, labels, max_source_length)
