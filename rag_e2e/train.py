@@ -274,7 +274,8 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
     metrics.update(_test(trainer, parts.module, parts.datamodule, "test"))
     metrics["time/total_s"] = round(time.time() - started, 1)
     metrics["train/steps"] = trainer.global_step
-    metrics["train/rag_start_step"] = parts.module.rag_start_step
+    if parts.module.rag_start_step is not None:  # None: no training step ran (an evaluation-only run)
+        metrics["train/rag_start_step"] = parts.module.rag_start_step
     metrics.update(_refresh_summary(parts.refresh.history))
     if main:
         _log_prediction_table(trainer, parts.module.predictions, parts.data.corpus, cfg.eval.num_qualitative)
