@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rag_e2e.compose import compose
+from rag_e2e.compose import compose, split_options
 from rag_e2e.models.reader import Pairs, answer_token_ll
 from rag_e2e.train import assemble
 
@@ -86,13 +86,7 @@ def bench(overrides: list[str], steps: int, warmup: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     opts = {"steps": "8", "warmup": "2", "out": "bench_results/reader.json"}
-    overrides = []
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key in opts:
-            opts[key] = value
-        else:
-            overrides.append(arg)
+    opts, overrides = split_options(args, opts)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"cpu ({torch.get_num_threads()} threads)"
     result = bench(overrides, int(opts["steps"]), int(opts["warmup"]))

@@ -22,7 +22,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from rag_e2e.compose import compose
+from rag_e2e.compose import compose, split_options
 from rag_e2e.train import assemble, build_trainer
 
 DEFAULTS = ["experiment=synthetic_demo", "retriever=end2end", "data.synthetic.num_entities=800",
@@ -117,13 +117,7 @@ def bench_training(overrides: list[str], steps: int, every: int, rounds: int = 3
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     opts = {"steps": "60", "every": "20", "rounds": "3", "repeats": "5", "out": "bench_results/refresh.json"}
-    overrides = []
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key in opts:
-            opts[key] = value
-        else:
-            overrides.append(arg)
+    opts, overrides = split_options(args, opts)
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     enc = bench_encoding(overrides, int(opts["repeats"]))
     out = Path(opts["out"])

@@ -152,3 +152,15 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{path}: {_describe(err)}") from None
+
+
+def split_options(args: list[str], defaults: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """A script's own `key=value` options (those named in `defaults`) apart from the config overrides."""
+    opts, overrides = dict(defaults), []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in opts:
+            opts[key] = value
+        else:
+            overrides.append(arg)
+    return opts, overrides
