@@ -150,7 +150,7 @@ def rag_sequence_nll(
     log_prior = doc_log_prior(doc_scores, temperature)  # (B, n_docs)
     index = target[:, None, :, None].expand(-1, n_docs, -1, 1)  # (B, n_docs, T, 1)
     tok_ll = seq_logprobs.gather(-1, index).squeeze(-1).masked_fill(~keep[:, None], 0.0)  # (B, n_docs, T)
-    nll = sequence_nll_from_token_ll(tok_ll, doc_scores, temperature)  # (B,)
+    nll = -marginalize(tok_ll.sum(-1), log_prior)  # (B,)
     if epsilon == 0.0:
         return nll
     vocab_size = seq_logprobs.shape[-1]
