@@ -174,6 +174,11 @@ class RetrieverConfig:
         _check(not (self.freeze_query_encoder and self.train_passage_encoder),
                "`retriever.freeze_query_encoder` and `retriever.train_passage_encoder` exclude each other")
 
+    @property
+    def query_frozen(self) -> bool:
+        """The query tower never trains: frozen by key, or nothing it retrieves is read (closed book, gold)."""
+        return self.freeze_query_encoder or self.closed_book or self.read_gold
+
 
 @dataclass
 class IndexConfig:
@@ -297,8 +302,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check(all(k >= 1 for k in self.eval.ks), "set every `eval.ks` entry >= 1")
         reader_trains = self.generator.train and self.model.lr > 0
-        retriever_trains = not (self.retriever.freeze_query_encoder or self.retriever.closed_book
-                                or self.retriever.read_gold)
+        retriever_trains = not self.retriever.query_frozen
         _check(reader_trains or retriever_trains or self.trainer.max_steps == 0,
                "nothing trains: the reader is frozen (`generator.train=false`) and so is the retriever; "
                "set `trainer.max_steps=0` to evaluate only")

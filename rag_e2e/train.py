@@ -99,7 +99,7 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
     m = cfg.model
     module = RagLitModule(rag, lr=m.lr, retriever_lr=m.retriever_lr, weight_decay=m.weight_decay,
                           warmup_steps=m.warmup_steps, label_smoothing=m.label_smoothing,
-                          freeze_query_encoder=r.freeze_query_encoder or r.closed_book or r.read_gold,
+                          freeze_query_encoder=r.query_frozen,
                           train_passage_encoder=r.train_passage_encoder, passage_lr=m.passage_lr,
                           passage_ready_recall=m.passage_ready_recall,
                           reader_loss_weight=m.reader_loss_weight, reader_warmup_steps=m.reader_warmup_steps,
