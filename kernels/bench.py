@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from rag_e2e import atomic
+
 from .topk import topk_scores
 
 try:
@@ -158,8 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = run(args)
     _print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    atomic.write_text(args.out, json.dumps(result, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from rag_e2e import atomic
 from rag_e2e.compose import compose, split_options
 from rag_e2e.models.reader import Pairs, answer_token_ll
 from rag_e2e.train import assemble
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'overhead of retrieval + marginalization':<48}{100 * result['overhead']:>9.1f}%  (goal <= 15%)")
     out = Path(opts["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device, "overrides": overrides, **result}, indent=2) + "\n")
+    atomic.write_text(out, json.dumps({"device": device, "overrides": overrides, **result}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

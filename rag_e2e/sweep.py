@@ -40,6 +40,7 @@ from typing import Literal, NoReturn
 
 import yaml
 
+from rag_e2e import atomic
 from rag_e2e.compose import compose
 from rag_e2e.config import RunConfig
 from rag_e2e.errors import ConfigError
@@ -487,9 +488,7 @@ def _tail(log_path: Path) -> list[str]:
 
 def _write_summary(path: Path, summary: SweepSummary) -> None:
     data = asdict(summary) | {"returncode": summary.returncode}
-    tmp = path.with_name(path.name + ".tmp")  # readers never see a half-written summary
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic.write_text(path, json.dumps(data, indent=2) + "\n")  # readers never see a half-written summary
 
 
 def _print_table(summary: SweepSummary) -> None:

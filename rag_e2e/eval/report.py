@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from rag_e2e import atomic
 from rag_e2e.errors import DataFormatError, RagE2EError
 
 DEFAULT_METRICS = ("test/em", "test/f1", "test/recall@1", "test/recall@5", "test/recall@10")
@@ -299,26 +300,11 @@ def write_report(runs: Sequence[RunResult], out_dir: Path, *, title: str, order:
         "recall_at_k.png": lambda tmp: _plot_recall_at_k(groups, title, tmp),
         "curves.png": lambda tmp: _plot_curves(groups, title, tmp),
     }
-    return _write_all(Path(out_dir), renderers)
+    return atomic.write_files(out_dir, renderers)
 
 
 def _text_writer(text: str) -> Callable[[Path], None]:
     return lambda tmp: tmp.write_text(text)
-
-
-def _write_all(out_dir: Path, renderers: dict[str, Callable[[Path], None]]) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    temps: dict[str, Path] = {}
-    try:
-        for name, render in renderers.items():
-            temps[name] = out_dir / f".{name}.{os.getpid()}.tmp"  # pid: two reports into one folder don't collide
-            render(temps[name])
-        for name, tmp in temps.items():
-            os.replace(tmp, out_dir / name)
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)  # only left over if rendering failed
-    return {name: out_dir / name for name in renderers}
 
 
 def _column_name(metric: str) -> str:
@@ -456,4 +442,4 @@ def update_readme(readme: Path, results_md: Path, out_dir: Path) -> None:
     rel = os.path.relpath(out_dir, readme.parent)
     block = (f"{README_START}\n{results_md.read_text().strip()}\n\n"
              f"![recall@k vs k]({rel}/recall_at_k.png) ![EM and recall@5 vs step]({rel}/curves.png)\n{README_END}")
-    _write_all(readme.parent, {readme.name: _text_writer(text[:start] + block + text[end + len(README_END):])})
+    atomic.write_text(readme, text[:start] + block + text[end + len(README_END):])

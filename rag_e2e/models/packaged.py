@@ -13,10 +13,10 @@ import importlib
 import importlib.util
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rag_e2e import atomic
 from rag_e2e.errors import ConfigError
 
 
@@ -85,15 +85,11 @@ def convert_gguf(gguf_path: Path, sha256: str, source: dict | None = None) -> Pa
         del config.quantization_config  # the saved weights are plain fp32
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(dequantized.state_dict())
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "source.json").write_text(json.dumps({"gguf_file": name, "sha256": sha256, **(source or {})}, indent=2))
-    try:
-        tmp.rename(out)
-    except OSError:  # another process finished the same conversion first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic.directory(out, replace=False) as tmp:  # another process may finish the same conversion first
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps({"gguf_file": name, "sha256": sha256, **(source or {})},
+                                                    indent=2))
     return out
 
 

@@ -18,9 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from rag_e2e import atomic
 from rag_e2e.data.types import Passage
 from rag_e2e.errors import RagE2EError
 
@@ -113,9 +111,9 @@ def write_index_dir(
 ) -> Path:
     """Write a saved-index directory at `path` (use `index.save_index`, which fills these from an `Index`).
 
-    Files go to a temporary sibling directory that is renamed into place, so an interrupted save leaves no directory
-    at `path` (or the previous index intact). A previous index is renamed aside, the new one renamed in, and only
-    then the old one removed; a crash between those two renames leaves it as `.<name>.old-*` beside `path`.
+    Written through `atomic.directory`: an interrupted save leaves no directory at `path` (or the previous index
+    intact). Vectors that already sit in a finished .npy file (an embeddings memmap) are hard-linked, not copied, so
+    saving costs no disk and no time; other vectors are copied a block at a time.
 
     Args:
         path: the index directory.
@@ -129,19 +127,13 @@ def write_index_dir(
     path = Path(path)
     if path.exists() and not (path / META_FILE).is_file() and (not path.is_dir() or any(path.iterdir())):
         raise ValueError(f"{path} exists and is not a saved index; refusing to replace it (choose another path)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))  # same filesystem: rename works
-    try:
+    with atomic.directory(path) as tmp:
         _write_vectors(p_reps, tmp / VECTORS_FILE)
         if faiss_index is not None:
             import faiss
 
             faiss.write_index(faiss_index, str(tmp / FAISS_FILE))
         _write_meta(meta, tmp / META_FILE)  # last, so a directory with meta.json is complete
-        _swap_in(tmp, path)
-    except BaseException:  # KeyboardInterrupt included
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -190,6 +182,8 @@ def _write_vectors(p_reps: torch.Tensor | np.ndarray, file: Path) -> None:
     if isinstance(p_reps, torch.Tensor):
         np.save(file, p_reps.detach().float().cpu().numpy())
         return
+    if _link_npy(p_reps, file):
+        return
     out = np.lib.format.open_memmap(file, mode="w+", dtype=p_reps.dtype, shape=p_reps.shape)
     for start in range(0, p_reps.shape[0], COPY_ROWS):  # a block at a time: p_reps may not fit in RAM
         out[start : start + COPY_ROWS] = p_reps[start : start + COPY_ROWS]
@@ -197,23 +191,25 @@ def _write_vectors(p_reps: torch.Tensor | np.ndarray, file: Path) -> None:
     del out
 
 
+def _link_npy(p_reps: np.ndarray, file: Path) -> bool:
+    """Hard-link the .npy file `p_reps` is a whole read-only memmap of to `file`; False when it is not one (or the
+    filesystem cannot link), and the caller copies. The linked file must never be written again: embeddings
+    directories are not once finished."""
+    source = getattr(p_reps, "filename", None)
+    if not isinstance(p_reps, np.memmap) or source is None or p_reps.mode != "r" or not str(source).endswith(".npy"):
+        return False
+    try:
+        whole = np.load(source, mmap_mode="r", allow_pickle=False)
+        if (whole.shape, whole.dtype, whole.offset) != (p_reps.shape, p_reps.dtype, p_reps.offset):
+            return False  # a slice or view of the file, not all of it
+        os.link(source, file)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _write_meta(meta: IndexMeta, file: Path) -> None:
     file.write_text(json.dumps(dataclasses.asdict(meta), indent=2, sort_keys=True) + "\n")
-
-
-def _swap_in(new: Path, path: Path) -> None:
-    """Rename the directory `new` to `path`; a previous `path` is renamed aside first and removed once `new` is in."""
-    if not path.exists():
-        os.rename(new, path)
-        return
-    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(path, old)
-    try:
-        os.rename(new, path)
-    except BaseException:
-        os.rename(old, path)  # put the previous index back
-        raise
-    shutil.rmtree(old)
 
 
 def _read_meta(path: Path) -> IndexMeta:
