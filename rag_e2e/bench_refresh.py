@@ -22,10 +22,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from rag_e2e import atomic
 from rag_e2e.compose import compose, split_options
 from rag_e2e.train import assemble, build_trainer
 
-DEFAULTS = ["experiment=synthetic_demo", "retriever=end2end", "data.synthetic.num_entities=800",
+DEFAULTS = ["experiment=synthetic_demo", "retriever=end2end", "refresh=sync", "data.synthetic.num_entities=800",
             "model.reader_warmup_steps=0", "logger.wandb=false", "logger.csv=false",
             "trainer.val_check_interval=100000", "refresh.save_index=false"]
 
@@ -79,7 +80,8 @@ def bench_encoding(overrides: list[str], repeats: int = 5) -> dict:
 
 def _train_once(overrides: list[str], mode: str, steps: int, every: int, skip: int,
                 run_dir: Path) -> dict[str, float]:
-    cfg = compose([*DEFAULTS, *overrides, f"refresh={mode}", f"refresh.schedule={every}",
+    config_mode = "stale" if mode == "off" else mode  # the passage tower trains: no refresh is the stale ablation
+    cfg = compose([*DEFAULTS, *overrides, f"refresh={config_mode}", f"refresh.schedule={every}",
                    f"trainer.max_steps={steps + skip}"])
     L.seed_everything(cfg.trainer.seed, verbose=False)
     parts = assemble(cfg, progress=False)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"train steps/s, refresh {mode} ({row['refreshes']} refreshes)"
         print(f"{label:<44}{row['steps_per_s']:>12.2f}{ratio}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device, "overrides": overrides, "every": int(opts["every"]),
+    atomic.write_text(out, json.dumps({"device": device, "overrides": overrides, "every": int(opts["every"]),
                                "encoding": enc, "training": train}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

@@ -12,6 +12,8 @@ from typing import Literal
 from rag_e2e.errors import ConfigError
 from rag_e2e.schedule import RefreshSchedule
 
+MAX_K = 128  # the most passages one search returns (kernels/topk.py's limit; a test keeps the two equal)
+
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
@@ -162,7 +164,9 @@ class RetrieverConfig:
     encode_batch_size: int = 64
 
     def __post_init__(self) -> None:
-        _check(self.k >= 1, "set `retriever.k` >= 1")
+        _check(1 <= self.k <= MAX_K, f"set `retriever.k` in [1, {MAX_K}] (the top-k search's limit)")
+        _check(self.rerank_candidates <= MAX_K,
+               f"set `retriever.rerank_candidates` <= {MAX_K} (the top-k search's limit)")
         _check(self.temperature > 0, "set `retriever.temperature` > 0")
         _check(self.rerank_candidates == 0 or self.rerank_candidates > self.k,
                "set `retriever.rerank_candidates` to 0 (off) or more than `retriever.k`")
@@ -207,7 +211,9 @@ class IndexConfig:
 class RefreshConfig:
     """Re-encoding the corpus with the current passage tower and swapping in a rebuilt index, on a schedule."""
 
-    mode: Literal["off", "sync", "async"] = "off"  # sync: training waits; async: a background worker builds it
+    # off: built once (the passage tower must not train); sync: training waits; async: a background worker builds it;
+    # stale: built once although the passage tower trains (the no-refresh ablation of end-to-end training)
+    mode: Literal["off", "sync", "async", "stale"] = "off"
     schedule: str = "500"  # every N steps, or ranges "0-1000:250,1000-:1000" (start-end:every; end exclusive)
     probe_size: int = 64  # training questions whose stale vs fresh top-k measure staleness at each refresh
     save_index: bool = True  # keep the live index under <run_dir>/index (resume reloads it instead of re-encoding)
@@ -241,6 +247,11 @@ class ModelConfig:
         _check(self.reader_loss_weight >= 0, "set `model.reader_loss_weight` >= 0")
         _check(self.passage_ready_recall is None or 0 <= self.passage_ready_recall <= 1,
                "set `model.passage_ready_recall` in [0, 1] or null")
+        _check(self.reader_warmup_steps >= 0, "set `model.reader_warmup_steps` >= 0")
+        # The warm-up trains the reader alone; with no reader loss its steps would have nothing to learn from.
+        _check(self.reader_loss_weight > 0 or (self.reader_warmup_steps == 0 and self.reader_ready_nll is None),
+               "`model.reader_warmup_steps`/`model.reader_ready_nll` warm the reader up on the reader-only loss, "
+               "which `model.reader_loss_weight=0` turns off; set it > 0 or the warm-up to 0")
 
 
 @dataclass
@@ -300,7 +311,11 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
     def __post_init__(self) -> None:
-        _check(all(k >= 1 for k in self.eval.ks), "set every `eval.ks` entry >= 1")
+        _check(all(1 <= k <= MAX_K for k in self.eval.ks), f"set every `eval.ks` entry in [1, {MAX_K}]")
+        _check(not (self.retriever.train_passage_encoder and self.refresh.mode == "off"),
+               "`retriever.train_passage_encoder` trains the passage tower, but `refresh=off` never re-encodes the "
+               "index it searches; set `refresh=sync` or `refresh=async` (or `refresh=stale` for the no-refresh "
+               "ablation)")
         reader_trains = self.generator.train and self.model.lr > 0
         retriever_trains = not self.retriever.query_frozen
         _check(reader_trains or retriever_trains or self.trainer.max_steps == 0,

@@ -28,3 +28,7 @@ class DataFormatError(RagE2EError):
 
 class ConfigError(RagE2EError):
     """A config value or override that cannot be used; the message names the key to change."""
+
+
+class TrainingDivergedError(RagE2EError):
+    """The training loss became NaN or infinite; the message names the step and the batch's question ids."""

@@ -18,10 +18,12 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import OmegaConf
 from transformers import AutoModel
 
+from rag_e2e import atomic
 from rag_e2e.compose import to_yaml
 from rag_e2e.config import RunConfig
 from rag_e2e.data.sources import RagData, load_data
 from rag_e2e.errors import ConfigError
+from rag_e2e.lightning.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from rag_e2e.lightning.datamodule import QACollator, RagDataModule
 from rag_e2e.lightning.module import RagLitModule
 from rag_e2e.lightning.refresh_callback import IndexRefreshCallback
@@ -54,6 +56,33 @@ def _load_prefixed(module: torch.nn.Module, state_dict: dict[str, torch.Tensor],
                           "another `encoder` or `generator` config?")
 
 
+def _check_against_data(cfg: RunConfig, data: RagData) -> None:
+    """What the config asks of the data, checked before any model is built (one line naming the key)."""
+    n, where = len(data.corpus), data.corpus_source
+    r = cfg.retriever
+    for key, value in (("retriever.k", r.k), ("retriever.rerank_candidates", r.rerank_candidates),
+                       ("eval.ks", max(cfg.eval.ks))):
+        if value > n:
+            raise ConfigError(f"`{key}`={value} asks for more passages than the corpus holds ({n} in {where}); "
+                              f"set it <= {n}")
+    m = cfg.model
+    if (m.reader_warmup_steps > 0 or m.reader_ready_nll is not None) and not data.reader and cfg.trainer.max_steps:
+        raise ConfigError(f"`model.reader_warmup_steps` trains the reader alone on reader-only examples, but "
+                          f"{where} gives none (no question has a context); set `model.reader_warmup_steps=0` and "
+                          "`model.reader_ready_nll=null`")
+
+
+def _strategy(cfg: RunConfig):
+    """`trainer.strategy`; DDP with `find_unused_parameters` when a warm-up phase leaves the retriever unused (the
+    reader trains alone), which DDP's default would reject at the next step."""
+    t = cfg.trainer
+    if t.strategy == "ddp" and cfg.model.reader_warmup_steps > 0:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)
+    return t.strategy
+
+
 def _index_params(cfg: RunConfig) -> dict:
     i = cfg.index
     return {"exact": {}, "faiss_flat": {}, "ivf_flat": {"nlist": i.nlist, "nprobe": i.nprobe, "seed": i.seed},
@@ -70,6 +99,7 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
     passage tower. With `run_dir` the live index is saved under <run_dir>/index for resuming.
     """
     data = load_data(cfg.data, base_dir)
+    _check_against_data(cfg, data)
     enc_cfg, gen_cfg = cfg.encoder, cfg.generator
     q_tokenizer = load_tokenizer(enc_cfg.name_or_path or enc_cfg.tokenizer)
     encoder = BiEncoder(build_encoder_model(enc_cfg.name_or_path, q_tokenizer, hidden_size=enc_cfg.hidden_size,
@@ -89,12 +119,12 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
     if state_dict is not None:
         _load_prefixed(reader.model, state_dict, "rag.generator.", may_lack=frozen_weight_names(reader.model))
     # Closed book reads one empty passage, read_gold the gold one: the marginal over one document is the reader NLL.
-    k = 1 if r.closed_book or r.read_gold else min(r.k, len(data.corpus))
+    k = 1 if r.closed_book or r.read_gold else r.k
     rag = RagModel(encoder, reader, data.corpus, None, k=k,
                    temperature=r.temperature, loss=cfg.model.loss, max_source_length=gen_cfg.max_source_length,
                    max_target_length=gen_cfg.max_target_length, passage_tokenizer=q_tokenizer,
                    max_passage_length=enc_cfg.max_passage_length, fresh_passages=r.train_passage_encoder,
-                   rerank_candidates=min(r.rerank_candidates, len(data.corpus)), closed_book=r.closed_book,
+                   rerank_candidates=r.rerank_candidates, closed_book=r.closed_book,
                    read_gold=r.read_gold)
     m = cfg.model
     module = RagLitModule(rag, lr=m.lr, retriever_lr=m.retriever_lr, weight_decay=m.weight_decay,
@@ -110,12 +140,13 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
     datamodule = RagDataModule(data.train, data.dev, data.test, data.reader, collator,
                                batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
                                reader_batch_size=cfg.data.reader_batch_size, num_workers=cfg.data.num_workers,
-                               use_reader=m.reader_loss_weight > 0)
+                               use_reader=m.reader_loss_weight > 0, seed=cfg.trainer.seed)
     probe_questions = [ex.question for ex in data.train[: cfg.refresh.probe_size]]
     probe = q_tokenizer(probe_questions, truncation=True, max_length=enc_cfg.max_query_length, padding=True,
                         return_tensors="pt")
     save = cfg.refresh.save_index and run_dir is not None
-    refresh = IndexRefreshCallback(builder, RefreshSchedule.parse(cfg.refresh.schedule), mode=cfg.refresh.mode,
+    mode = "off" if cfg.refresh.mode == "stale" else cfg.refresh.mode  # stale: built once, as off
+    refresh = IndexRefreshCallback(builder, RefreshSchedule.parse(cfg.refresh.schedule), mode=mode,
                                    probe=(probe["input_ids"], probe["attention_mask"]), k=rag.k,
                                    index_dir=run_dir / "index" if save else None, progress=progress,
                                    cpu_worker_threads=cfg.refresh.cpu_worker_threads)
@@ -145,11 +176,12 @@ def build_trainer(cfg: RunConfig, run_dir: Path, refresh: IndexRefreshCallback, 
         callbacks.append(RichProgressBar())
     return L.Trainer(max_steps=t.max_steps, val_check_interval=t.val_check_interval, check_val_every_n_epoch=None,
                      limit_val_batches=t.limit_val_batches, accelerator=t.accelerator, devices=t.devices,
-                     strategy=t.strategy,
+                     strategy=_strategy(cfg),
                      precision=t.precision, gradient_clip_val=t.gradient_clip_val,
                      log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0, callbacks=callbacks,
                      logger=(log and _loggers(cfg, run_dir)) or False, enable_progress_bar=progress,
-                     enable_model_summary=False, default_root_dir=str(run_dir))
+                     enable_model_summary=False, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
+                     use_distributed_sampler=False)  # the datamodule shards, resumably
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
@@ -167,18 +199,12 @@ def run_dir_of(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # never leave a half-written file behind
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _write_json(path: Path, value) -> None:
-    _atomic_write(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def write_predictions(path: Path, records: list[dict]) -> None:
-    _atomic_write(path, "".join(json.dumps(rec) + "\n" for rec in records))
+    atomic.write_text(path, "".join(json.dumps(rec) + "\n" for rec in records))
 
 
 def _test(trainer: L.Trainer, module: RagLitModule, dm: RagDataModule, prefix: str) -> dict[str, float]:
@@ -252,12 +278,15 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
     started = time.time()
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = last.is_file()
+    if resume and os.environ.get("LOCAL_RANK", "0") == "0":  # rank 0, before DDP starts the others
+        for folder in (run_dir, run_dir / "checkpoints", run_dir / "index"):  # debris of writes a kill interrupted
+            atomic.remove_leftovers(folder)
     parts = assemble(cfg, progress=progress, run_dir=run_dir)
     trainer = build_trainer(cfg, run_dir, parts.refresh, progress)
     main = trainer.is_global_zero
     if main:
         if not (run_dir / "config.yaml").is_file():
-            _atomic_write(run_dir / "config.yaml", to_yaml(cfg))
+            atomic.write_text(run_dir / "config.yaml", to_yaml(cfg))
         print(f"data: {parts.data.summary()}" + (f" (resuming from {last})" if resume else ""))
     init_path = run_dir / "init_metrics.json"
     trains = cfg.trainer.max_steps > 0
@@ -288,7 +317,7 @@ def evaluate(checkpoint: Path, cfg: RunConfig, progress: bool = True) -> Path:
     """Evaluate a checkpoint on the test split; writes eval_metrics.json and eval_predictions.jsonl beside the run."""
     L.seed_everything(cfg.trainer.seed, verbose=False)
     # The index is encoded by the checkpoint's passage tower (with shared towers it may have moved in training).
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    state = load_checkpoint(checkpoint)["state_dict"]
     parts = assemble(cfg, progress=progress, state_dict=state)
     out_dir = run_dir_of(checkpoint)
     trainer = build_trainer(cfg, out_dir, parts.refresh, progress, log=False)

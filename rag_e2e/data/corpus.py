@@ -144,7 +144,7 @@ def load_corpus(path: str | Path, fmt: Literal["dpr_tsv", "jsonl", "auto"] = "au
     """Load a corpus, picking the format from the extension when `fmt="auto"` (`.tsv`, `.jsonl`, optionally `.gz`).
 
     Raises:
-        DataFormatError: the format cannot be inferred, or the file is malformed.
+        DataFormatError: the format cannot be inferred, the file is malformed, or it holds no passage.
         ValueError: `fmt` is not one of the accepted values.
     """
     if fmt == "auto":
@@ -152,11 +152,13 @@ def load_corpus(path: str | Path, fmt: Literal["dpr_tsv", "jsonl", "auto"] = "au
         fmt = {".tsv": "dpr_tsv", ".jsonl": "jsonl"}.get(ext)  # type: ignore[assignment]
         if fmt is None:
             raise DataFormatError(path, None, None, f"cannot infer corpus format from '{ext}'; pass fmt=")
-    if fmt == "dpr_tsv":
-        return load_dpr_tsv(path)
-    if fmt == "jsonl":
-        return load_corpus_jsonl(path)
-    raise ValueError(f"fmt must be 'dpr_tsv', 'jsonl' or 'auto', got {fmt!r}")
+    loaders = {"dpr_tsv": load_dpr_tsv, "jsonl": load_corpus_jsonl}
+    if fmt not in loaders:
+        raise ValueError(f"fmt must be 'dpr_tsv', 'jsonl' or 'auto', got {fmt!r}")
+    passages = loaders[fmt](path)
+    if not passages:
+        raise DataFormatError(path, None, None, "no passages: the corpus is empty")
+    return passages
 
 
 def _passage(path: str | Path, line_no: int, pid: str, text: str, title: str, first_line: dict[str, int]) -> Passage:

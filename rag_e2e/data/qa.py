@@ -134,7 +134,7 @@ def load_qa(path: str | Path, fmt: Literal["squad", "nq_open", "jsonl", "auto"] 
     but no `answers`, generic JSONL otherwise.
 
     Raises:
-        DataFormatError: the format cannot be inferred, or the file is malformed.
+        DataFormatError: the format cannot be inferred, the file is malformed, or it holds no question.
         ValueError: `fmt` is not one of the accepted values.
     """
     if fmt == "auto":
@@ -151,13 +151,13 @@ def load_qa(path: str | Path, fmt: Literal["squad", "nq_open", "jsonl", "auto"] 
             fmt = "nq_open" if is_nq else "jsonl"
         else:
             raise DataFormatError(path, None, None, f"cannot infer QA format from '{ext}'; pass fmt=")
-    if fmt == "squad":
-        return load_squad(path)[0]
-    if fmt == "nq_open":
-        return load_nq_open(path)
-    if fmt == "jsonl":
-        return load_qa_jsonl(path)
-    raise ValueError(f"fmt must be 'squad', 'nq_open', 'jsonl' or 'auto', got {fmt!r}")
+    loaders = {"squad": lambda p: load_squad(p)[0], "nq_open": load_nq_open, "jsonl": load_qa_jsonl}
+    if fmt not in loaders:
+        raise ValueError(f"fmt must be 'squad', 'nq_open', 'jsonl' or 'auto', got {fmt!r}")
+    questions = loaders[fmt](path)
+    if not questions:
+        raise DataFormatError(path, None, None, "no questions: the file is empty")
+    return questions
 
 
 def split_by_group(

@@ -23,6 +23,7 @@ class RagData:
     dev: list[QAExample]
     test: list[QAExample]
     reader: list[QAExample] = field(default_factory=list)  # reader-only examples (gold context, not in the corpus)
+    corpus_source: str = "the synthetic knowledge base"  # where the corpus came from, for error messages
 
     def summary(self) -> str:
         return (f"{len(self.corpus)} passages; questions train {len(self.train)}, dev {len(self.dev)}, "
@@ -56,7 +57,8 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
         questions, corpus = load_squad(_resolve(cfg.qa_path, base_dir))
         train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed)
         # Reader-only examples: training questions with their gold paragraph ((context, query, response) pairs).
-        data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context])
+        data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context],
+                       corpus_source=str(_resolve(cfg.qa_path, base_dir)))
     else:
         corpus = load_corpus(_resolve(cfg.corpus_path, base_dir), cfg.corpus_format)
         questions = load_qa(_resolve(cfg.qa_path, base_dir), cfg.qa_format)
@@ -73,7 +75,8 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
             test = load_qa(_resolve(cfg.test_path, base_dir), cfg.qa_format)
         else:
             train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed)
-        data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context])
+        data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context],
+                       corpus_source=str(_resolve(cfg.corpus_path, base_dir)))
     data.dev = _cap(data.dev, cfg.max_eval_questions, cfg.split_seed)
     data.test = _cap(data.test, cfg.max_eval_questions, cfg.split_seed + 1)
     return data

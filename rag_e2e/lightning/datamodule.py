@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
 from rag_e2e.data.types import QAExample
+from rag_e2e.lightning.resumable import ResumableLoader
 
 
 @dataclass
@@ -46,35 +47,57 @@ class QACollator:
         return QABatch(tok["input_ids"], tok["attention_mask"], labels, examples)
 
 
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) outside DDP. Lightning has set up the group before loaders."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class RagDataModule(L.LightningDataModule):
-    """Train/dev/test question loaders; training also cycles through reader-only examples when there are any."""
+    """Train/dev/test question loaders; training also cycles through reader-only examples when there are any.
+
+    The loaders shard across DDP ranks themselves (the Trainer runs with `use_distributed_sampler=False`): training
+    loaders are `ResumableLoader`s, whose position and RNG state the checkpoint holds, so a resumed run continues the
+    same batch sequence; evaluation loaders use `DistributedSampler` (padding with repeats, counted once later).
+    """
 
     def __init__(self, train: list[QAExample], dev: list[QAExample], test: list[QAExample],
                  reader: list[QAExample], collator: QACollator, *, batch_size: int, eval_batch_size: int,
-                 reader_batch_size: int | None = None, num_workers: int = 0, use_reader: bool = False):
+                 reader_batch_size: int | None = None, num_workers: int = 0, use_reader: bool = False,
+                 seed: int = 0):
         super().__init__()
         self.train, self.dev, self.test, self.reader = train, dev, test, reader
         self.collator = collator
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.reader_batch_size = reader_batch_size or batch_size
         self.use_reader = use_reader and bool(reader)
+        self.seed = seed
 
-    def _loader(self, examples: list[QAExample], batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(examples, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collator,
+    def _train_loader(self, examples: list[QAExample], batch_size: int) -> ResumableLoader:
+        rank, world_size = _process_group()
+        return ResumableLoader(examples, batch_size=batch_size, collate_fn=self.collator, seed=self.seed, rank=rank,
+                               world_size=world_size, num_workers=self.num_workers)
+
+    def _eval_loader(self, examples: list[QAExample]) -> DataLoader:
+        rank, world_size = _process_group()
+        sampler = DistributedSampler(examples, num_replicas=world_size, rank=rank, shuffle=False) \
+            if world_size > 1 else None
+        return DataLoader(examples, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=self.collator,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):
-        rag = self._loader(self.train, self.batch_size, shuffle=True)
+        rag = self._train_loader(self.train, self.batch_size)
         if not self.use_reader:
             return rag
-        reader = self._loader(self.reader, self.reader_batch_size, shuffle=True)
+        reader = self._train_loader(self.reader, self.reader_batch_size)
         return CombinedLoader({"rag": rag, "reader": reader}, mode="max_size_cycle")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dev, self.eval_batch_size, shuffle=False)
+        return self._eval_loader(self.dev)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test, self.eval_batch_size, shuffle=False)
+        return self._eval_loader(self.test)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         if isinstance(batch, QABatch):

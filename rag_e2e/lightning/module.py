@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from rag_e2e.errors import ConfigError
+from rag_e2e.errors import ConfigError, TrainingDivergedError
 from rag_e2e.eval.metrics import aggregate, gold_rank
 from rag_e2e.lightning.datamodule import QABatch
 from rag_e2e.models.generator import frozen_weight_names
@@ -107,6 +107,13 @@ class RagLitModule(L.LightningModule):
             self.log("train/reader_nll", reader_nll.mean(), batch_size=len(answers))
             value = reader_nll.mean().item()
             self._reader_nll_ema = value if self._reader_nll_ema is None else 0.9 * self._reader_nll_ema + 0.1 * value
+        # Stop before the optimizer step spreads NaN into the weights; every rank stops (one rank alone would hang).
+        if not self._all_ranks(bool(torch.isfinite(loss.detach()))):
+            qids = [ex.qid for ex in rag_batch.examples]
+            raise TrainingDivergedError(f"step {self.global_step}: the training loss is {loss.item()} on the batch of "
+                                        f"questions {qids[:8]}{' ...' if len(qids) > 8 else ''}; the last good "
+                                        "checkpoint is kept (checkpoints/last.ckpt): lower `model.lr` or "
+                                        "`model.retriever_lr`, or set `trainer.gradient_clip_val`")
         self.log("train/loss", loss, batch_size=size)
         return loss
 
@@ -141,6 +148,8 @@ class RagLitModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rag_start_step"] = self.rag_start_step
         checkpoint["passage_start_step"] = self.passage_start_step
+        # The running averages that end the warm-up phases: without them a resumed run switches at another step.
+        checkpoint["reader_nll_ema"], checkpoint["recall_ema"] = self._reader_nll_ema, self._recall_ema
         frozen = self.frozen_reader_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
         checkpoint["reader_base"] = self.reader_base
@@ -148,6 +157,7 @@ class RagLitModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.rag_start_step = checkpoint.get("rag_start_step")
         self.passage_start_step = checkpoint.get("passage_start_step")
+        self._reader_nll_ema, self._recall_ema = checkpoint.get("reader_nll_ema"), checkpoint.get("recall_ema")
         check_reader_checkpoint(checkpoint, set(self.state_dict()) - self.frozen_reader_keys(), self.reader_base)
 
     # ---- evaluation (validation and test share one step) ---------------------------------------------------------
@@ -163,7 +173,7 @@ class RagLitModule(L.LightningModule):
     def _eval_step(self, batch: QABatch) -> None:
         k_read = self.rag.k
         k_max = min(max(k_read, *self.eval_ks), self.rag.index.size)
-        ret = self.rag.retrieve(batch.q_ids, batch.q_mask, k_max)
+        ret = self.rag.retrieve(batch.q_ids, batch.q_mask, k_max, fresh=False)  # what the index retrieves
         ranks = self._ranks(batch, ret.rows)
         top = self.rag.to_read(ret, batch.examples, k_read)
         answers = self.rag.generate(batch.questions, top, self.num_beams, self.max_new_tokens)

@@ -20,7 +20,7 @@ import torch
 from rag_e2e.errors import RagE2EError
 from rag_e2e.retrieval.distributed import ShardedIndex
 from rag_e2e.retrieval.encoders import eval_mode
-from rag_e2e.retrieval.index import Index, IndexMeta, corpus_fingerprint, load_index, save_index
+from rag_e2e.retrieval.index import Index, IndexMeta, load_index, save_index
 from rag_e2e.retrieval.refresh import BuildStats, IndexBuilder, snapshot_passage_tower, staleness
 from rag_e2e.schedule import RefreshSchedule
 
@@ -29,6 +29,14 @@ def _per_thread_intra_op() -> bool:
     """Whether torch.set_num_threads affects only the calling thread: true with the OpenMP backend, where the thread
     count is a per-thread OpenMP setting; with the native pool it would resize training's threads too."""
     return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _path(text: str | None) -> Path | None:
+    return None if text is None else Path(text)
 
 
 class IndexRefreshCallback(L.Callback):
@@ -53,7 +61,7 @@ class IndexRefreshCallback(L.Callback):
         self.probe, self.k, self.progress = probe, k, progress
         self.cpu_worker_threads = cpu_worker_threads
         self.index_dir = Path(index_dir) if index_dir is not None else None
-        self.corpus_fingerprint = corpus_fingerprint(builder.corpus)
+        self.corpus_fingerprint = builder.corpus_fingerprint
         self.version = 0  # 0 = the index built from the initial passage tower
         self.index_step = 0  # training step of the passage-tower weights the live index was encoded with
         self.index_path: str | None = None
@@ -64,15 +72,25 @@ class IndexRefreshCallback(L.Callback):
         self._world_size = 1  # saved indexes are per-rank shards: reloadable only under the same world size
         self._pool: ThreadPoolExecutor | None = None
         self._pending: tuple[Future, int, float] | None = None  # (future, snapshot step, start time)
+        # Saved indexes named by the last two checkpoints written: kept until newer ones are, so a run killed while
+        # (or after) writing a checkpoint resumes from the one on disk without re-encoding the corpus.
+        self._checkpointed: list[str] = []
+        self._initial_embeddings: Path | None = None  # the initial encoding's memmap: kept, other runs may reuse it
+        self._live_embeddings: Path | None = None  # the memmap the live index searches
 
     # ---- building and swapping ------------------------------------------------------------------------------------
-    def _build(self, trainer: L.Trainer, encoder, version: int) -> tuple[Index, BuildStats]:
+    def _build(self, trainer: L.Trainer, encoder) -> tuple[Index, BuildStats]:
         return self.builder.build(encoder, rank=trainer.global_rank, world_size=trainer.world_size,
-                                  tag=f"v{version}", progress=self.progress)
+                                  progress=self.progress)
+
+    def _discard(self, embeddings_path: Path | None) -> None:
+        """Remove an encoding no index searches any more (never the initial one, which other runs may reuse)."""
+        if embeddings_path not in (None, self._initial_embeddings, self._live_embeddings):
+            self.builder.discard(embeddings_path)
 
     def _install(self, trainer: L.Trainer, pl_module, index: Index, stats: BuildStats, step: int,
-                 log: bool = True) -> None:
-        """Make `index` live: measure staleness against the old one, swap, save, log."""
+                 log: bool = True, saved: str | None = None) -> None:
+        """Make `index` live: measure staleness against the old one, swap, save (unless the worker did), log."""
         old = pl_module.rag.index
         record = {"version": self.version + 1, "step": trainer.global_step, "encoder_step": step,
                   "lag_steps": trainer.global_step - step, "wall_s": stats.wall_s,
@@ -80,9 +98,11 @@ class IndexRefreshCallback(L.Callback):
         if old is not None and self.probe is not None:
             record.update(staleness(old, index, self._probe_reps(pl_module), self.k))
         pl_module.swap_index(index)
-        self.builder.discard(f"v{self.version}", trainer.global_rank)  # its memmap, if any, is no longer searched
+        previous, self._live_embeddings = self._live_embeddings, stats.embeddings_path
+        self._discard(previous)  # its memmap, if any, is no longer searched
         self.version, self.index_step, self.encoder_fingerprint = self.version + 1, step, stats.encoder_fingerprint
-        self._save(trainer, index, stats)
+        self._keep_saved(saved if saved is not None else self._save(trainer.global_rank, trainer.world_size, index,
+                                                                     stats, self.version, step))
         self.history.append(record)
         if log:  # Lightning allows self.log in batch hooks, not in on_train_start / on_train_end
             for name, value in record.items():
@@ -94,24 +114,38 @@ class IndexRefreshCallback(L.Callback):
         with eval_mode(pl_module.rag.encoder) as encoder:
             return encoder.encode_query(q_ids, q_mask)
 
-    def _save(self, trainer: L.Trainer, index: Index, stats: BuildStats) -> None:
+    def _save(self, rank: int, world_size: int, index: Index, stats: BuildStats, version: int,
+              step: int) -> str | None:
+        """Save this rank's shard of `index` as version `version` (None: not saving). Vectors in an embeddings memmap
+        are hard-linked, not copied; the async worker calls this too, so the training thread never writes them."""
         if self.index_dir is None:
-            return
-        previous = self.index_path
-        path = self.index_dir / f"v{self.version}-rank{trainer.global_rank}-of-{trainer.world_size}"
+            return None
+        path = self.index_dir / f"v{version}-rank{rank}-of-{world_size}"
         local = index.local if isinstance(index, ShardedIndex) else index  # each rank saves its own shard
         meta = IndexMeta.for_index(local, corpus_fingerprint=self.corpus_fingerprint,
-                                   encoder_fingerprint=stats.encoder_fingerprint, encoder_step=self.index_step)
+                                   encoder_fingerprint=stats.encoder_fingerprint, encoder_step=step)
         save_index(local, path, meta)
-        self.index_path = str(path)
-        if previous and previous != self.index_path:  # keep only the live version (we wrote the old one)
+        return str(path)
+
+    def _keep_saved(self, path: str | None) -> None:
+        """`path` is the saved live index now; remove the one it replaces (we wrote it) unless a checkpoint names it."""
+        previous, self.index_path = self.index_path, path
+        if previous and previous != path and previous not in self._checkpointed:
             shutil.rmtree(previous, ignore_errors=True)
+
+    def _prune(self, keep: list[str]) -> None:
+        """Remove saved indexes no checkpoint that may be on disk names any more (and that are not live)."""
+        for path in self._checkpointed:
+            if path not in keep and path != self.index_path:
+                shutil.rmtree(path, ignore_errors=True)
+        self._checkpointed = keep
 
     def _ensure_index(self, trainer: L.Trainer, pl_module) -> None:
         if pl_module.rag.index is None:
-            index, stats = self._build(trainer, pl_module.rag.encoder, self.version)
+            index, stats = self._build(trainer, pl_module.rag.encoder)
             pl_module.swap_index(index)
             self.encoder_fingerprint = stats.encoder_fingerprint
+            self._initial_embeddings = self._live_embeddings = stats.embeddings_path
 
     # ---- Lightning hooks ------------------------------------------------------------------------------------------
     def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
@@ -125,20 +159,24 @@ class IndexRefreshCallback(L.Callback):
         if self.mode == "async":
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-refresh")
         if self._restored is not None:
-            if not self._restore(trainer, pl_module):  # no usable saved index: encode with the restored tower
-                self._refresh_now(trainer, pl_module)
+            if not self._restore(trainer, pl_module):  # no usable saved index: encode the restored tower again
+                self._rebuild(trainer, pl_module)
             elif self.mode != "off" and self.schedule.last_due(trainer.global_step) > self.index_step:
                 self._refresh_now(trainer, pl_module)  # due (or in flight) when the checkpoint was written: redo
             return
         self._ensure_index(trainer, pl_module)
-        if self.index_path is None and self.index_dir is not None:
-            self._save(trainer, pl_module.rag.index, BuildStats(0, 0.0, 0.0, self.encoder_fingerprint or ""))
+        if self.index_path is None:
+            self._keep_saved(self._save(trainer.global_rank, trainer.world_size, pl_module.rag.index,
+                                        BuildStats(0, 0.0, 0.0, self.encoder_fingerprint or ""), self.version,
+                                        self.index_step))
 
     def _restore(self, trainer: L.Trainer, pl_module) -> bool:
         """Reload the index that was live at the checkpoint; False when it is missing or does not match."""
         state, self._restored = self._restored, None
         self.history, self.skipped = state.get("history", []), state.get("skipped", 0)
         self.version, self.index_step = state["version"], state["index_step"]
+        self._initial_embeddings = _path(state.get("initial_embeddings"))
+        self._live_embeddings = _path(state.get("live_embeddings"))
         path = state.get("index_path")
         if path is None or state.get("world_size") != trainer.world_size:
             return False
@@ -149,11 +187,21 @@ class IndexRefreshCallback(L.Callback):
             print(f"index refresh: cannot reload the live index ({err}); re-encoding the corpus")
             return False
         self.index_path, self.encoder_fingerprint = path, meta.encoder_fingerprint
+        self._checkpointed = [path]
         pl_module.swap_index(self.builder.shard_index(local, trainer.global_rank, trainer.world_size))
         return True
 
+    def _rebuild(self, trainer: L.Trainer, pl_module) -> None:
+        """The checkpoint's live index again, from the restored tower: the same version, not a new refresh."""
+        index, stats = self._build(trainer, pl_module.rag.encoder)
+        pl_module.swap_index(index)
+        self.encoder_fingerprint, self._live_embeddings = stats.encoder_fingerprint, stats.embeddings_path
+        self.index_path = None
+        self._keep_saved(self._save(trainer.global_rank, trainer.world_size, index, stats, self.version,
+                                    self.index_step))
+
     def _refresh_now(self, trainer: L.Trainer, pl_module, log: bool = False) -> None:
-        index, stats = self._build(trainer, pl_module.rag.encoder, self.version + 1)
+        index, stats = self._build(trainer, pl_module.rag.encoder)
         self._install(trainer, pl_module, index, stats, trainer.global_step, log=log)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
@@ -163,8 +211,8 @@ class IndexRefreshCallback(L.Callback):
         # Every rank swaps at the same step, or their collective searches would mix index versions.
         if trainer.strategy.reduce_boolean_decision(future.done(), all=True):
             self._pending = None
-            index, stats = future.result()
-            self._install(trainer, pl_module, index, stats, step)
+            index, stats, saved = future.result()
+            self._install(trainer, pl_module, index, stats, step, saved=saved)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
@@ -180,38 +228,50 @@ class IndexRefreshCallback(L.Callback):
         snapshot = snapshot_passage_tower(pl_module.rag.encoder)
         device = pl_module.device
         ready = torch.cuda.current_stream(device).record_event() if device.type == "cuda" else None
-        self._pending = (self._pool.submit(self._build_async, trainer, snapshot, device, ready), step,
-                         time.perf_counter())
+        self._pending = (self._pool.submit(self._build_async, trainer, snapshot, device, ready, self.version + 1,
+                                           step), step, time.perf_counter())
 
-    def _build_async(self, trainer: L.Trainer, snapshot, device: torch.device, ready) -> tuple[Index, BuildStats]:
+    def _build_async(self, trainer: L.Trainer, snapshot, device: torch.device, ready, version: int,
+                     step: int) -> tuple[Index, BuildStats, str | None]:
+        """Encode, build and save in the worker thread; the training thread only swaps the result in."""
         if ready is None:
             if self.cpu_worker_threads and _per_thread_intra_op():
                 torch.set_num_threads(self.cpu_worker_threads)  # this worker thread only
-            return self._build(trainer, snapshot, self.version + 1)
-        # Encode on a side stream, once the snapshot copy has finished on the training stream.
-        stream = torch.cuda.Stream(device=device)
-        stream.wait_event(ready)
-        with torch.cuda.stream(stream):
-            out = self._build(trainer, snapshot, self.version + 1)
-        stream.synchronize()
-        return out
+            index, stats = self._build(trainer, snapshot)
+        else:  # encode on a side stream, once the snapshot copy has finished on the training stream
+            stream = torch.cuda.Stream(device=device)
+            stream.wait_event(ready)
+            with torch.cuda.stream(stream):
+                index, stats = self._build(trainer, snapshot)
+            stream.synchronize()
+        return index, stats, self._save(trainer.global_rank, trainer.world_size, index, stats, version, step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        if self._pending is not None:  # let the in-flight refresh finish (its result is superseded below)
-            self._pending[0].result()
+        if self._pending is not None:  # let the in-flight refresh finish
+            future, step, _ = self._pending
+            index, stats, saved = future.result()
             self._pending = None
+            if step == trainer.global_step:  # it encoded the final tower: use it, do not encode again
+                self._install(trainer, pl_module, index, stats, step, log=False, saved=saved)
+            else:  # superseded by the final refresh below: drop what it wrote
+                self._discard(stats.embeddings_path)
+                if saved is not None:
+                    shutil.rmtree(saved, ignore_errors=True)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
         # Evaluate with an index that matches the final passage tower.
         if self.mode != "off" and self.index_step < trainer.global_step:
             self._refresh_now(trainer, pl_module)
+        self._prune([])  # training is over: only the live index stays
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict:  # called as each checkpoint is written
+        if self.index_path is not None and self.index_path not in self._checkpointed:
+            self._prune(self._checkpointed[-1:] + [self.index_path])
         return {"version": self.version, "index_step": self.index_step, "index_path": self.index_path,
                 "encoder_fingerprint": self.encoder_fingerprint, "world_size": self._world_size,
-                "history": self.history,
-                "skipped": self.skipped, "corpus_fingerprint": self.corpus_fingerprint}
+                "history": self.history, "skipped": self.skipped, "corpus_fingerprint": self.corpus_fingerprint,
+                "initial_embeddings": _str(self._initial_embeddings), "live_embeddings": _str(self._live_embeddings)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._restored = dict(state_dict)

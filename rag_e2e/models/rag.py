@@ -83,20 +83,26 @@ class RagModel(nn.Module):
             p_reps = self.encoder.encode_passage(tok["input_ids"], tok["attention_mask"])  # (B*k, d)
         return p_reps.view(*rows.shape, -1)
 
-    def retrieve(self, q_ids: torch.Tensor, q_mask: torch.Tensor, k: int) -> Retrieved:
-        """Search the index with the current query encoder; doc_scores keep the graph of the live towers."""
+    def retrieve(self, q_ids: torch.Tensor, q_mask: torch.Tensor, k: int, *, fresh: bool | None = None) -> Retrieved:
+        """Search the index with the current query encoder; doc_scores keep the graph of the live towers.
+
+        `fresh` (default: `fresh_passages`) re-encodes the retrieved passages with the current passage tower and
+        re-sorts by those scores: training needs it for the passage tower's gradient. Evaluation passes False and
+        gets what the index retrieves, as a deployed system would (a configured `rerank_candidates` stage still runs).
+        """
+        fresh = self.fresh_passages if fresh is None else fresh
         if self.index is None:
             raise RuntimeError("no index yet: it is built when training or testing starts (IndexRefreshCallback)")
         q_reps = self.encoder.encode_query(q_ids, q_mask)  # (B, d), live
         k_search = min(max(k, self.rerank_candidates), self.index.size)
         _, rows, p_reps = self.index.search_with_vectors(q_reps.detach(), k_search)  # (B, k'), (B, k', d) constants
-        if self.fresh_passages or self.rerank_candidates:
+        if fresh or self.rerank_candidates:
             p_reps = self.encode_rows(rows)  # (B, k', d) from the current passage tower
         doc_scores = torch.einsum("bd,bkd->bk", q_reps, p_reps.to(q_reps))  # (B, k')
         if k_search > k:  # rerank: keep the k best under the current towers (gather keeps the graph)
             order = doc_scores.detach().topk(k, dim=1).indices  # (B, k)
             rows, doc_scores = rows.gather(1, order), doc_scores.gather(1, order)
-        elif self.fresh_passages:  # fresh scores may reorder the stale top-k: keep "best first"
+        elif fresh:  # fresh scores may reorder the stale top-k: keep "best first"
             order = doc_scores.detach().argsort(dim=1, descending=True, stable=True)
             rows, doc_scores = rows.gather(1, order), doc_scores.gather(1, order)
         return Retrieved(rows=rows, doc_scores=doc_scores)

@@ -5,20 +5,23 @@ An embeddings directory holds:
     embeddings.npy   (N, dim) array in `dtype`, filled one shard (`shard_size` consecutive passages) at a time
     progress.json    {"size", "dim", "dtype", "shard_size", "fingerprint", "done": [shard ids]}; replaced atomically
                      after each shard is flushed, so every shard it lists is on disk
+    .lock            held (flock) while a process encodes: a second process wanting the same directory waits, then
+                     finds the shards done
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rag_e2e import atomic
 from rag_e2e.data.types import Passage
 from rag_e2e.errors import RagE2EError
 
@@ -63,6 +66,31 @@ def encode_to_memmap(
     out_dir = Path(out_dir)
     _check_args(passages, dim, dtype, shard_size, batch_size)
     settings = {"size": len(passages), "dim": dim, "dtype": dtype, "shard_size": shard_size, "fingerprint": fingerprint}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(out_dir):
+        _encode_unlocked(encode_batch, passages, out_dir, settings, batch_size, progress)
+    return load_embeddings(out_dir, fingerprint)
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `out_dir` for as long as the block runs (none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no concurrent-writer protection
+        yield
+        return
+    with open(out_dir / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _encode_unlocked(encode_batch, passages: list[Passage], out_dir: Path, settings: dict, batch_size: int,
+                     progress: bool) -> None:
+    shard_size = settings["shard_size"]
     done = _start_or_resume(out_dir, settings)
     array = _open_array(out_dir, settings, resuming=bool(done))
     todo = [s for s in range(_num_shards(settings)) if s not in done]
@@ -76,7 +104,6 @@ def encode_to_memmap(
             done.add(shard)
             _write_progress(out_dir, {**settings, "done": sorted(done)})
     del array
-    return load_embeddings(out_dir, fingerprint)
 
 
 def load_embeddings(out_dir: str | Path, fingerprint: str | None = None) -> np.memmap:
@@ -182,9 +209,7 @@ def _read_progress(file: Path) -> dict:
 
 
 def _write_progress(out_dir: Path, record: dict) -> None:
-    tmp = out_dir / (PROGRESS_FILE + ".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, out_dir / PROGRESS_FILE)  # atomic: a reader sees the old record or the new one
+    atomic.write_text(out_dir / PROGRESS_FILE, json.dumps(record) + "\n")  # a reader sees the old record or the new
 
 
 def _check_array(file: Path, array: np.ndarray, record: dict) -> None:

@@ -134,7 +134,8 @@ class ExactIndex(Index):
 
 
 class FaissIndex(Index):
-    """A FAISS index with the inner-product metric, on all GPUs FAISS sees (HNSW stays on CPU: FAISS has no GPU HNSW).
+    """A FAISS index with the inner-product metric, on this process's GPU when FAISS sees one (HNSW stays on CPU:
+    FAISS has no GPU HNSW).
 
     Scores are FAISS's: exact for faiss_flat, ivf_flat and hnsw, PQ approximations for ivf_pq. A query for which FAISS
     finds fewer than k passages (it returns row -1, e.g. when the nprobe visited IVF lists hold fewer than k vectors)
@@ -355,14 +356,24 @@ def _set_search_params(index: Any, params: dict[str, int]) -> None:
         space.set_index_parameter(index, "efSearch", params["ef_search"])
 
 
+_GPU_RESOURCES: dict[int, Any] = {}  # one FAISS StandardGpuResources per device and process, reused by every index
+
+
 def _to_gpus(index: Any, kind: str) -> tuple[Any, bool]:
-    """(index on all GPUs FAISS sees, True), or (index, False) without GPUs or for HNSW."""
+    """(index on this process's GPU, True), or (index, False) without GPUs or for HNSW.
+
+    This process's GPU is torch's current device: under DDP Lightning sets it to the rank's own, so each rank puts
+    its shard on its GPU only (copying to every visible GPU would put world_size copies on each).
+    """
     import faiss
 
     if kind == "hnsw" or not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
         return index, False
+    device = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    if device not in _GPU_RESOURCES:
+        _GPU_RESOURCES[device] = faiss.StandardGpuResources()
     try:
-        return faiss.index_cpu_to_all_gpus(index), True  # search parameters (nprobe) are copied along
+        return faiss.index_cpu_to_gpu(_GPU_RESOURCES[device], device, index), True  # nprobe is copied along
     except RuntimeError as err:
         if kind == "ivf_pq":  # GPU IVF-PQ supports fewer (pq_m, pq_bits) pairs than the CPU one
             raise ValueError(f"FAISS cannot put this ivf_pq index on GPU ({err}); change `index.pq_m` or "

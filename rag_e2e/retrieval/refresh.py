@@ -20,7 +20,7 @@ from rag_e2e.data.types import Passage
 from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
 from rag_e2e.retrieval.embeddings import encode_to_memmap
 from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
-from rag_e2e.retrieval.index import Index, build_index, state_fingerprint
+from rag_e2e.retrieval.index import Index, build_index, corpus_fingerprint, state_fingerprint
 
 
 @dataclass
@@ -31,6 +31,7 @@ class BuildStats:
     encode_s: float
     build_s: float
     encoder_fingerprint: str
+    embeddings_path: Path | None = None  # the memmap directory the index searches (None: vectors in RAM)
 
     @property
     def wall_s(self) -> float:
@@ -47,7 +48,10 @@ class IndexBuilder:
 
     Under DDP (`world_size` > 1) each rank encodes rows [start, end) of the corpus and the result is a
     `ShardedIndex`, whose searches are collective. With `embeddings_dir` the vectors go to a memory-mapped array on
-    disk, encoded in resumable shards, so the corpus need not fit in RAM.
+    disk, encoded in resumable shards, so the corpus need not fit in RAM. Each encoding gets the directory
+    `<corpus fingerprint>-<encoder fingerprint>-rows<start>-<end>`: a name only the same passage tower over the same
+    rows can produce, so runs (and refreshes) sharing `embeddings_dir` never collide, and an encoding another run
+    already finished (the initial one, typically) is reused instead of redone.
     """
 
     corpus: list[Passage]
@@ -63,22 +67,30 @@ class IndexBuilder:
     # (tokenizing costs as much as a small encoder's forward). Out-of-core corpora re-tokenize per shard.
     _token_cache: dict = field(default_factory=dict, init=False, repr=False)
 
-    def build(self, encoder: BiEncoder, *, rank: int = 0, world_size: int = 1, tag: str = "v0",
+    def __post_init__(self) -> None:
+        self.corpus_fingerprint = corpus_fingerprint(self.corpus)
+
+    def build(self, encoder: BiEncoder, *, rank: int = 0, world_size: int = 1,
               progress: bool = False) -> tuple[Index, BuildStats]:
-        """Encode with `encoder.passage_model` (eval mode, no grad) and build the index; `tag` names the memmap dir."""
+        """Encode with `encoder.passage_model` (eval mode, no grad) and build the index over this rank's rows."""
         start, end = self.shard_range(rank, world_size)
-        passages = self.corpus[start:end]
         fingerprint = state_fingerprint(encoder.passage_model)
         began = time.perf_counter()
+        out_dir = None
         if self.embeddings_dir is None:
             p_reps = self.encode(encoder, start, end, progress)
         else:
-            p_reps = self._encode_memmap(encoder, passages, tag, rank, fingerprint, progress)
+            out_dir = self.embeddings_path(fingerprint, start, end)
+            p_reps = self._encode_memmap(encoder, self.corpus[start:end], out_dir, fingerprint, progress)
         encoded = time.perf_counter()
         local = build_index(self.kind, p_reps, **self.index_params)
         index = self.shard_index(local, rank, world_size)
-        stats = BuildStats(len(passages), encoded - began, time.perf_counter() - encoded, fingerprint)
+        stats = BuildStats(end - start, encoded - began, time.perf_counter() - encoded, fingerprint, out_dir)
         return index, stats
+
+    def embeddings_path(self, encoder_fingerprint: str, start: int, end: int) -> Path:
+        """The memmap directory of corpus rows [start, end) encoded by the tower with `encoder_fingerprint`."""
+        return Path(self.embeddings_dir) / f"{self.corpus_fingerprint}-{encoder_fingerprint}-rows{start}-{end}"
 
     def shard_range(self, rank: int, world_size: int) -> tuple[int, int]:
         """Corpus rows [start, end) this rank encodes and indexes (all of them in a single process)."""
@@ -113,7 +125,7 @@ class IndexBuilder:
                 chunks.append(encoder.encode_passage(ids, mask).float().cpu())
         return torch.cat(chunks)
 
-    def _encode_memmap(self, encoder: BiEncoder, passages: list[Passage], tag: str, rank: int, fingerprint: str,
+    def _encode_memmap(self, encoder: BiEncoder, passages: list[Passage], out_dir: Path, fingerprint: str,
                        progress: bool):
         device = next(encoder.passage_model.parameters()).device
 
@@ -122,17 +134,16 @@ class IndexBuilder:
             tok = tokenize_passages(self.tokenizer, batch, self.max_length, device)
             return encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu()
 
-        out_dir = Path(self.embeddings_dir) / f"{tag}-rank{rank}"
         with eval_mode(encoder.passage_model):
             dim = encode_batch(passages[:1]).shape[1]
             return encode_to_memmap(encode_batch, passages, out_dir, dim=dim, dtype=self.embeddings_dtype,
-                                    shard_size=self.shard_size, batch_size=self.batch_size, fingerprint=fingerprint,
-                                    progress=progress)
+                                    shard_size=self.shard_size, batch_size=self.batch_size,
+                                    fingerprint=f"{self.corpus_fingerprint}/{fingerprint}", progress=progress)
 
-    def discard(self, tag: str, rank: int = 0) -> None:
-        """Remove a superseded version's memmap (only directories this builder wrote)."""
-        if self.embeddings_dir is not None:
-            shutil.rmtree(Path(self.embeddings_dir) / f"{tag}-rank{rank}", ignore_errors=True)
+    def discard(self, embeddings_path: Path | None) -> None:
+        """Remove a superseded encoding's memmap directory (an index saved from it keeps its own hard link)."""
+        if embeddings_path is not None:
+            shutil.rmtree(embeddings_path, ignore_errors=True)
 
 
 def snapshot_passage_tower(encoder: BiEncoder) -> BiEncoder:

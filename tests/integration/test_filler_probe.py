@@ -15,7 +15,7 @@ def test_filler_probe_compares_untrained_and_trained_passage_towers(tmp_path, ca
     common = ["data.synthetic.filler_sentences=2", "model.reader_warmup_steps=0", "model.passage_lr=1e-2",
               "trainer.max_steps=6", "trainer.val_check_interval=100", "eval.ks=[1,3]", "logger.csv=false"]
     runs = [train(tiny_config(*common, *mode, f"run_dir={tmp_path / name}"), progress=False).parent
-            for name, mode in (("qs", []), ("e2e", ["retriever=end2end"]))]
+            for name, mode in (("qs", []), ("e2e", ["retriever=end2end", "refresh=stale"]))]
     out = tmp_path / "probe.json"
     assert PROBE["main"]([*map(str, runs), f"out={out}"]) == 0
     qs, e2e = json.loads(out.read_text())

@@ -35,7 +35,7 @@ def test_async_refresh_swaps_index_while_training_continues(tmp_path):
     worker_threads, main_threads = [], torch.get_num_threads()
 
     def gated_build(encoder, **kwargs):  # the first refresh's encoder "takes" three training steps
-        if kwargs.get("tag") == "v1":
+        if threading.current_thread().name.startswith("index-refresh") and not worker_threads:  # the first refresh
             worker_threads.append(torch.get_num_threads())
             assert gate.wait(60)
         return original(encoder, **kwargs)
@@ -90,13 +90,13 @@ def test_resume_restores_the_live_index_and_schedule(tmp_path, monkeypatch):
     builds, original_build = [], IndexBuilder.build
 
     def counting_build(self, encoder, **kwargs):
-        builds.append(kwargs.get("tag"))
+        builds.append(encoder)
         return original_build(self, encoder, **kwargs)
 
     monkeypatch.setattr(IndexBuilder, "build", counting_build)
     metrics = json.loads(train(tiny_config(*overrides), progress=False).read_text())
     # The checkpoint at step 4 held index v1 (refreshed at step 4): reloaded, not re-encoded; then 8, then final.
-    assert builds == ["v2", "v3"]
+    assert len(builds) == 2
     assert metrics["train/steps"] == 10 and metrics["refresh/count"] == 3
     assert sorted(p.name for p in (tmp_path / "run" / "index").iterdir()) == ["v3-rank0-of-1"]
 

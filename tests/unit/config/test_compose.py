@@ -48,6 +48,16 @@ def test_command_line_wins_over_experiment_which_wins_over_groups():
         ("generator.gguf_file=x.gguf", "`generator.gguf_file` needs `generator.name_or_path`"),
         ("retriever.read_gold=true retriever.closed_book=true", "exclude each other"),
         ("retriever.read_gold=true retriever.train_passage_encoder=true", "`retriever.train_passage_encoder`"),
+        # defect 7 of the reliability review: above the top-k kernel's 128 they failed deep inside kernels/topk.py
+        ("retriever.k=129", "set `retriever.k` in [1, 128]"),
+        ("retriever.rerank_candidates=200", "set `retriever.rerank_candidates` <= 128"),
+        ("eval.ks=[1,5,500]", "set every `eval.ks` entry in [1, 128]"),
+        # defect 9: end to end against an index that is never rebuilt was accepted silently
+        ("retriever=end2end", "`refresh=off` never re-encodes"),
+        ("retriever.train_passage_encoder=true refresh=off", "`refresh=stale` for the no-refresh ablation"),
+        # defect 3: a reader warm-up with no reader loss trained nothing (and backward raised)
+        ("model.reader_warmup_steps=10", "`model.reader_loss_weight=0` turns off"),
+        ("model.reader_ready_nll=1.0", "`model.reader_warmup_steps`/`model.reader_ready_nll`"),
     ],
 )
 def test_bad_overrides_are_rejected_naming_the_key(override, needle):
@@ -61,6 +71,8 @@ def test_bad_overrides_are_rejected_naming_the_key(override, needle):
 def test_every_shipped_config_composes(group_file: Path):
     group, name = group_file.parent.name, group_file.stem
     overrides = [f"{group}={name}"]
+    if group == "retriever" and name == "end2end":
+        overrides += ["refresh=sync"]  # end to end refuses a never-rebuilt index
     if group == "data" and name == "files":
         overrides += ["data.qa_path=q.jsonl", "data.corpus_path=c.jsonl"]
     assert isinstance(compose(overrides), RunConfig)

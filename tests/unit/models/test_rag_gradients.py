@@ -55,7 +55,8 @@ def _grad_norm(module) -> float:
 
 @pytest.mark.parametrize("loss", ["sequence", "token"])
 def test_end_to_end_trains_both_towers_with_their_own_lr(loss):
-    parts = assemble_with_index(f"model.loss={loss}", "retriever.train_passage_encoder=true", "model.passage_lr=3e-5")
+    parts = assemble_with_index(f"model.loss={loss}", "retriever.train_passage_encoder=true", "refresh=stale",
+                                "model.passage_lr=3e-5")
     _one_step(parts.module, parts.datamodule)
     encoder = parts.module.rag.encoder
     assert _grad_norm(encoder.query_model) > 0 and _grad_norm(encoder.passage_model) > 0
@@ -65,7 +66,7 @@ def test_end_to_end_trains_both_towers_with_their_own_lr(loss):
 
 
 def test_fresh_doc_scores_come_from_the_current_passage_tower():
-    parts = assemble_with_index("retriever.train_passage_encoder=true")
+    parts = assemble_with_index("retriever.train_passage_encoder=true", "refresh=stale")
     rag = parts.module.rag.eval()
     with torch.no_grad():  # move the passage tower away from the weights the index was built with
         for p in rag.encoder.passage_model.parameters():
@@ -84,7 +85,7 @@ def test_fresh_doc_scores_come_from_the_current_passage_tower():
 def test_fresh_passage_vectors_match_the_index_while_the_tower_is_unchanged():
     # Training mode (dropout on in the query tower): the in-graph passage vectors are encoded without dropout, as
     # the index was, so before the tower learns anything fresh doc scores are the query-side ones.
-    parts = assemble_with_index("retriever.train_passage_encoder=true")
+    parts = assemble_with_index("retriever.train_passage_encoder=true", "refresh=stale")
     rag = parts.module.rag.train()
     batch = next(iter(parts.datamodule.val_dataloader()))
     ret = rag.retrieve(batch.q_ids, batch.q_mask, 3)
@@ -117,7 +118,7 @@ def test_passage_tower_waits_for_the_running_train_recall(tmp_path, monkeypatch,
     # 0.19, ..., 0.469 at step 8 and 0.522 at step 9, so with a 0.5 gate the passage tower's rate is 0 through step
     # 9 and on from step 10. Both towers get gradients throughout (fresh doc scores are in-graph), so only the gate
     # can keep the passage weights unchanged; with no gate (None) they move from the first step.
-    cfg = tiny_config("retriever=end2end", "model.reader_warmup_steps=0", "model.passage_lr=1e-3",
+    cfg = tiny_config("retriever=end2end", "refresh=stale", "model.reader_warmup_steps=0", "model.passage_lr=1e-3",
                       "trainer.max_steps=12", "trainer.val_check_interval=100", "eval.ks=[1,3]",
                       *([] if ready is None else [f"model.passage_ready_recall={ready}"]))
     parts = assemble(cfg, progress=False)

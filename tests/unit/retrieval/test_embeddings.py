@@ -63,7 +63,7 @@ def test_resume_with_other_settings_is_refused_and_keeps_the_files(tmp_path, fie
     with pytest.raises(RagE2EError, match=f"progress.json: {field} is") as err:
         _encode(_encoder(table), passages, tmp_path, **override)
     assert "\n" not in str(err.value)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["embeddings.npy", "progress.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "embeddings.npy", "progress.json"]
 
 
 def test_finished_directory_is_reused_and_feeds_an_index(tmp_path):

@@ -1,0 +1,101 @@
+"""Run `rag-e2e train <overrides>` and SIGKILL it at a chosen point (a test harness, run as a subprocess).
+
+    python tests/kill_harness.py <point> <n> <overrides...>
+
+Points (n counts from 1):
+    step          in the middle of training step n (after the forward pass, before backward)
+    build         inside the n-th index build (sync refresh, or the async worker), after half the corpus is encoded
+    checkpoint    while the n-th checkpoint file is being written (half of its bytes are on disk)
+    index_save    while the n-th saved index is being written (its vectors are on disk, meta.json is not)
+    none          never: the uninterrupted reference run
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _kill() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _arm(point: str, n: int) -> None:
+    count = {"calls": 0}
+
+    def due() -> bool:
+        count["calls"] += 1
+        return count["calls"] == n
+
+    if point == "step":
+        from rag_e2e.lightning.module import RagLitModule
+
+        original_step = RagLitModule.training_step
+
+        def training_step(self, batch, batch_idx):
+            loss = original_step(self, batch, batch_idx)
+            if due():
+                _kill()
+            return loss
+
+        RagLitModule.training_step = training_step
+    elif point == "build":
+        from rag_e2e.retrieval.refresh import IndexBuilder
+
+        original_encode = IndexBuilder.encode
+
+        def encode(self, encoder, start=0, end=None, progress=False):
+            end = len(self.corpus) if end is None else end
+            if due():
+                original_encode(self, encoder, start, (start + end) // 2, progress)
+                _kill()
+            return original_encode(self, encoder, start, end, progress)
+
+        IndexBuilder.encode = encode
+    elif point == "checkpoint":
+        import torch
+
+        from rag_e2e.lightning import checkpoint_io
+
+        def save_half(checkpoint, tmp):
+            torch.save(checkpoint, tmp)
+            if due():
+                size = os.path.getsize(tmp)
+                with open(tmp, "r+b") as f:
+                    f.truncate(size // 2)
+                _kill()
+
+        original_save = checkpoint_io.AtomicCheckpointIO.save_checkpoint
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            checkpoint_io.atomic.write_file(path, lambda tmp: save_half(checkpoint, tmp))
+
+        checkpoint_io.AtomicCheckpointIO.save_checkpoint = save_checkpoint
+        del original_save
+    elif point == "index_save":
+        from rag_e2e.retrieval import index_io
+
+        original_meta = index_io._write_meta
+
+        def write_meta(meta, file):
+            if due():
+                _kill()
+            return original_meta(meta, file)
+
+        index_io._write_meta = write_meta
+    elif point != "none":
+        raise SystemExit(f"unknown kill point {point!r}")
+
+
+def main() -> None:
+    point, n, overrides = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    _arm(point, n)
+    from rag_e2e.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *overrides]))
+
+
+if __name__ == "__main__":
+    main()
