@@ -202,3 +202,34 @@ def test_k_larger_than_the_corpus_is_one_error_naming_the_key(override):
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"`{key}`=\d+ asks for more passages than the corpus holds \(120 in"):
         assemble(tiny_config(override), progress=False)
+
+
+# ---- the catalogue's remaining rows --------------------------------------------------------------------------------
+def test_nan_loss_stops_naming_the_step_and_the_batch():
+    from helpers import assemble_with_index
+
+    from rag_e2e.errors import TrainingDivergedError
+
+    parts = assemble_with_index()
+    with torch.no_grad():
+        for p in parts.module.rag.generator.parameters():
+            p.fill_(float("nan"))
+    batch = next(iter(parts.datamodule.train_dataloader()))
+    qids = [ex.qid for ex in batch.examples]
+    with pytest.raises(TrainingDivergedError, match=r"^step 0: the training loss is nan on the batch of questions") \
+            as err:
+        parts.module.training_step(batch, 0)
+    assert str(qids[:4])[1:-1] in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["corpus", "questions"])
+def test_an_empty_corpus_or_question_file_is_refused(tmp_path, kind):
+    from rag_e2e.data.corpus import load_corpus
+    from rag_e2e.data.qa import load_qa
+    from rag_e2e.errors import DataFormatError
+
+    path = tmp_path / f"{kind}.jsonl"
+    path.write_text("\n\n")
+    load, message = (load_corpus, "no passages") if kind == "corpus" else (load_qa, "no questions")
+    with pytest.raises(DataFormatError, match=rf"^{path}: {message}"):
+        load(path)
