@@ -28,6 +28,25 @@ TINY = [
 ]
 
 
+DDP_CPU = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.num_threads=1"]
+
+
+def train_in_subprocess(*overrides: str) -> dict:
+    """`rag-e2e train <overrides>` in a fresh process (DDP launches its ranks from it); its metrics.json, after
+    asserting it exited 0. One of the overrides must set `run_dir=`."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    run_dir = next(Path(o.split("=", 1)[1]) for o in overrides if o.startswith("run_dir="))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAG_E2E_RUN_DIR": ""}
+    proc = subprocess.run([sys.executable, "-m", "rag_e2e.cli", "train", *overrides], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
 def tiny_config(*overrides: str, output_dir: Path | None = None) -> RunConfig:
     """The default experiment shrunk to tiny random models and a 40-passage knowledge base."""
     extra = [f"output_dir={output_dir}"] if output_dir is not None else []

@@ -1,15 +1,12 @@
 """Index refresh during real (tiny) training: async swap, unchanged-encoder staleness, resume, DDP."""
 
 import json
-import os
-import subprocess
-import sys
 import threading
 
 import lightning as L
 import pytest
 import torch
-from helpers import REPO, TINY, tiny_config
+from helpers import DDP_CPU, TINY, tiny_config, train_in_subprocess
 
 from rag_e2e.lightning.refresh_callback import IndexRefreshCallback
 from rag_e2e.retrieval.refresh import IndexBuilder
@@ -104,14 +101,8 @@ def test_resume_restores_the_live_index_and_schedule(tmp_path, monkeypatch):
 @pytest.mark.distributed
 def test_ddp_two_processes_train_with_sharded_index_and_refresh(tmp_path):
     run_dir = tmp_path / "ddp"
-    args = [*TINY, *FAST, "retriever=end2end", "retriever.k=3", "refresh=sync", "refresh.schedule=3",
-            "trainer.max_steps=6", "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu",
-            "trainer.num_threads=1", f"run_dir={run_dir}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAG_E2E_RUN_DIR": ""}
-    proc = subprocess.run([sys.executable, "-m", "rag_e2e.cli", "train", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = train_in_subprocess(*TINY, *FAST, *DDP_CPU, "retriever=end2end", "retriever.k=3", "refresh=sync",
+                                  "refresh.schedule=3", "trainer.max_steps=6", f"run_dir={run_dir}")
     assert metrics["train/steps"] == 6 and metrics["refresh/count"] == 2
     assert 0.0 <= metrics["test/recall@3"] <= 1.0
     shards = sorted(p.name for p in (run_dir / "index").iterdir())

@@ -6,15 +6,13 @@ overrides in tests/unit/config/test_compose.py; 8 (exact resume) has its kill -9
 
 import json
 import os
-import subprocess
-import sys
 import threading
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY, tiny_config
+from helpers import DDP_CPU, TINY, tiny_config, train_in_subprocess
 
 from rag_e2e.errors import ConfigError
 from rag_e2e.lightning import refresh_callback
@@ -125,15 +123,8 @@ def test_reader_warmup_without_reader_examples_is_refused(tmp_path):
 @pytest.mark.distributed
 def test_reader_warmup_under_ddp_with_two_gloo_processes(tmp_path):
     """Was: the warm-up leaves the retriever unused, which DDP (find_unused_parameters=False) rejects."""
-    run_dir = tmp_path / "ddp"
-    args = [*TINY, *FAST, "model.reader_loss_weight=1", "model.reader_warmup_steps=3", "trainer.max_steps=6",
-            "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.num_threads=1",
-            "eval.before_training=false", f"run_dir={run_dir}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAG_E2E_RUN_DIR": ""}
-    proc = subprocess.run([sys.executable, "-m", "rag_e2e.cli", "train", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = train_in_subprocess(*TINY, *FAST, *DDP_CPU, "model.reader_loss_weight=1", "model.reader_warmup_steps=3",
+                                  "trainer.max_steps=6", "eval.before_training=false", f"run_dir={tmp_path / 'ddp'}")
     assert metrics["train/steps"] == 6 and metrics["train/rag_start_step"] == 3
 
 
