@@ -224,3 +224,27 @@ def test_an_empty_corpus_or_question_file_is_refused(tmp_path, kind):
     load, message = (load_corpus, "no passages") if kind == "corpus" else (load_qa, "no questions")
     with pytest.raises(DataFormatError, match=rf"^{path}: {message}"):
         load(path)
+
+
+def test_a_corrupted_saved_index_is_one_error_naming_the_file(tmp_path):
+    from rag_e2e.retrieval.index import IndexMeta, build_index, load_index, save_index
+    from rag_e2e.retrieval.index_io import IndexMismatchError
+
+    index = build_index("exact", torch.randn(10, 4))
+    save_index(index, tmp_path / "ix", IndexMeta.for_index(index, corpus_fingerprint="c", encoder_fingerprint="e"))
+    (tmp_path / "ix" / "vectors.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(IndexMismatchError, match=r"ix: vectors.npy contents mismatch") as err:
+        load_index(tmp_path / "ix", corpus_fingerprint="c")
+    assert "\n" not in str(err.value)
+
+
+def test_a_gold_id_absent_from_the_corpus_is_one_error_naming_it(tmp_path):
+    from rag_e2e.data.sources import load_data
+    from rag_e2e.errors import DataFormatError
+
+    corpus, qa = tmp_path / "c.jsonl", tmp_path / "q.jsonl"
+    corpus.write_text(json.dumps({"id": "p1", "text": "one"}) + "\n")
+    qa.write_text(json.dumps({"id": "q1", "question": "which?", "answers": ["one"], "gold_passage_ids": ["p9"]}) + "\n")
+    cfg = tiny_config("data=files", f"data.qa_path={qa}", f"data.corpus_path={corpus}")
+    with pytest.raises(DataFormatError, match=r"field 'gold_passage_ids': question q1 names passage id p9 not in"):
+        load_data(cfg.data)
