@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,13 +152,19 @@ def load_corpus(path: str | Path, fmt: Literal["dpr_tsv", "jsonl", "auto"] = "au
         fmt = {".tsv": "dpr_tsv", ".jsonl": "jsonl"}.get(ext)  # type: ignore[assignment]
         if fmt is None:
             raise DataFormatError(path, None, None, f"cannot infer corpus format from '{ext}'; pass fmt=")
-    loaders = {"dpr_tsv": load_dpr_tsv, "jsonl": load_corpus_jsonl}
+    return load_nonempty({"dpr_tsv": load_dpr_tsv, "jsonl": load_corpus_jsonl}, fmt, path,
+                         "no passages: the corpus is empty")
+
+
+def load_nonempty(loaders: dict[str, Callable[[str | Path], list]], fmt: str, path: str | Path, empty: str) -> list:
+    """`loaders[fmt](path)`, refusing an unknown `fmt` (ValueError) and an empty result (DataFormatError `empty`)."""
     if fmt not in loaders:
-        raise ValueError(f"fmt must be 'dpr_tsv', 'jsonl' or 'auto', got {fmt!r}")
-    passages = loaders[fmt](path)
-    if not passages:
-        raise DataFormatError(path, None, None, "no passages: the corpus is empty")
-    return passages
+        names = ", ".join(f"'{name}'" for name in loaders)
+        raise ValueError(f"fmt must be {names} or 'auto', got {fmt!r}")
+    records = loaders[fmt](path)
+    if not records:
+        raise DataFormatError(path, None, None, empty)
+    return records
 
 
 def _passage(path: str | Path, line_no: int, pid: str, text: str, title: str, first_line: dict[str, int]) -> Passage:

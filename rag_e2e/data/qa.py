@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from rag_e2e.data.corpus import data_suffix, iter_jsonl, json_field
+from rag_e2e.data.corpus import data_suffix, iter_jsonl, json_field, load_nonempty
 from rag_e2e.data.types import Passage, QAExample
 from rag_e2e.errors import DataFormatError
 
@@ -152,12 +152,7 @@ def load_qa(path: str | Path, fmt: Literal["squad", "nq_open", "jsonl", "auto"] 
         else:
             raise DataFormatError(path, None, None, f"cannot infer QA format from '{ext}'; pass fmt=")
     loaders = {"squad": lambda p: load_squad(p)[0], "nq_open": load_nq_open, "jsonl": load_qa_jsonl}
-    if fmt not in loaders:
-        raise ValueError(f"fmt must be 'squad', 'nq_open', 'jsonl' or 'auto', got {fmt!r}")
-    questions = loaders[fmt](path)
-    if not questions:
-        raise DataFormatError(path, None, None, "no questions: the file is empty")
-    return questions
+    return load_nonempty(loaders, fmt, path, "no questions: the file is empty")
 
 
 def split_by_group(
