@@ -41,7 +41,7 @@ test: dev readers
 RESULTS_DIR ?= experiments/results
 RESULTS_ARGS ?=
 results: install readers
-	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/rag-e2e sweep experiments/sweeps/squad_llm_systems.yaml \
+	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/rag-e2e train -m sweep=squad_llm_systems \
 		output_dir=$(RESULTS_DIR)/squad_llm $(RESULTS_ARGS); \
 	$(VENV)/bin/rag-e2e report $(RESULTS_DIR)/squad_llm/sweeps/squad_llm_systems out=$(RESULTS_DIR)/squad_llm \
 		title="Open-domain SQuAD v1.1, frozen Gemma-3-270m reader (CPU scale)" readme=README.md \

@@ -7,26 +7,23 @@ from pathlib import Path
 
 USAGE = """usage: rag-e2e <command> [args]
 
-  train [overrides...]                 train and evaluate; prints `metrics: <path>` last
+  train [-m] [overrides...]            train and evaluate (Hydra's command line); prints `metrics: <path>` last;
+                                       -m runs a multirun: a grid (`retriever.k=1,5,10`) or a sweep file
+                                       (`sweep=ablation_k`, `sweep=optuna_synthetic`), see README
   eval <checkpoint> [overrides...]     evaluate a checkpoint (config from its run directory)
   config [overrides...]                print the resolved config and exit
-  sweep <file.yaml> [overrides...]     run a W&B sweep file locally (grid/random), resumable; overrides apply to
-                                       every run
   report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B] [readme=README.md]
                                        Markdown + LaTeX tables (mean ± std over seeds) and PNG plots; with
                                        readme=, the table replaces the README's <!-- results --> block
 
-overrides: `group=name` (e.g. experiment=squad_open, data=squad) or `a.b=value` (e.g. trainer.max_steps=100)
+overrides: `group=name` (e.g. experiment=squad/rag_end2end, data=squad) or `a.b=value` (e.g. trainer.max_steps=100)
 """
 
 
 def cmd_train(args: list[str]) -> int:
-    from rag_e2e.compose import compose
-    from rag_e2e.train import train
+    from rag_e2e.launch import main as launch
 
-    metrics_path = train(compose(args))
-    print(f"metrics: {metrics_path}")
-    return 0
+    return launch(args)
 
 
 def cmd_eval(args: list[str]) -> int:
@@ -52,12 +49,6 @@ def cmd_config(args: list[str]) -> int:
 
     print(to_yaml(compose(args)), end="")
     return 0
-
-
-def cmd_sweep(args: list[str]) -> int:
-    from rag_e2e.sweep import cmd_sweep as run
-
-    return run(args)
 
 
 def cmd_report(args: list[str]) -> int:
@@ -87,7 +78,7 @@ def cmd_report(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config, "sweep": cmd_sweep, "report": cmd_report}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

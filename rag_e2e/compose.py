@@ -1,102 +1,134 @@
-"""Compose a RunConfig from the YAML groups in `configs/` and command-line overrides.
+"""Hydra composes every run: the dataclass schema in Hydra's ConfigStore, YAML groups in `configs/`, experiments.
 
-A small, Hydra-like composition on OmegaConf (Hydra 1.3 pins OmegaConf < 2.4, which lacks `Literal` fields):
-
-    configs/config.yaml          `defaults:` maps each group to its default file, plus top-level values
+    configs/config.yaml          the primary config: a defaults list (one file per group), top-level values and the
+                                 `hydra:` run/sweep directories
     configs/<group>/<name>.yaml  values for the `<group>` key (e.g. configs/trainer/cpu.yaml fills `trainer`)
-    configs/experiment/<n>.yaml  global values; its own `defaults:` picks group files (e.g. `data: squad`);
-                                 `experiment=path/to/file.yaml` loads an experiment file from anywhere
+    configs/experiment/, experiments/   `experiment=<name>` (global package; `override /group: name` in defaults)
+    configs/sweep/, experiments/sweeps/ `-m sweep=<name>`: a multirun's swept parameters, sweeper and launcher
 
-Overrides: `group=name` picks a group file (`experiment=squad_open`, `data=squad`); `a.b=value` sets a key.
-Precedence, lowest first: schema defaults < group files < config.yaml < experiment < `a.b=value`.
+Overrides are Hydra's: `group=name` picks a group file, `a.b=value` sets a key. Precedence, lowest first:
+schema defaults < group files < config.yaml < experiment < command line. This module turns a composed DictConfig
+into a validated RunConfig and every failure into one ConfigError line naming the key.
 """
 
 from __future__ import annotations
 
-import importlib.resources
+import hashlib
+import re
 from pathlib import Path
 
-import yaml
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rag_e2e import experiments_source
 from rag_e2e.config import RunConfig
 from rag_e2e.errors import ConfigError
 
+CONFIG_MODULE = "rag_e2e.configs"  # configs/ installs as this package
+CONFIG_NAME = "config"
+SCHEMA_NAME = "rag_e2e_schema"  # the first entry of configs/config.yaml's defaults list
+MAX_DIR_NAME = 120
+
+
+def _first_non_null(*values):
+    return next((value for value in values if value is not None), None)
+
+
+def _slug(text: str) -> str:
+    """A multirun job's folder from its overrides (`experiment=squad/x,retriever.k=5`): one level, no slashes, at
+    most MAX_DIR_NAME characters (a long one keeps its start and a digest of the whole)."""
+    slug = re.sub(r"[^A-Za-z0-9._,=+@-]+", "_", text).strip("_") or "run"
+    if len(slug) > MAX_DIR_NAME:
+        slug = f"{slug[: MAX_DIR_NAME - 9]}-{hashlib.sha1(slug.encode()).hexdigest()[:8]}"
+    return slug
+
+
+def register() -> None:
+    """The schema, the experiments folder and our resolvers, known to Hydra (idempotent; before any compose)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=RunConfig)
+    experiments_source.register()
+    for name, resolver in (("rag_e2e.or", _first_non_null), ("rag_e2e.slug", _slug)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
 
 def config_dir() -> Path:
-    """The shipped `configs/` folder (installed as the package `rag_e2e.configs`)."""
-    return Path(str(importlib.resources.files("rag_e2e.configs")))
+    """The shipped `configs/` folder."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files(CONFIG_MODULE)))
 
 
-def _read_yaml(path: Path) -> dict:
+def describe(err: Exception) -> str:
+    """One line for a Hydra or OmegaConf error, naming the key where there is one."""
+    inner = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException | ConfigError) else err
+    if isinstance(inner, ConfigError):
+        return str(inner)
+    key = getattr(inner, "full_key", None) if isinstance(inner, OmegaConfBaseException) else None
+    if key:
+        reason = str(inner).splitlines()[0]
+        if type(inner).__name__ == "ConfigKeyError" or "not in" in reason:
+            return f"unknown key `{key}` ({reason})"
+        return f"`{key}`: {reason}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = " ".join(lines)
+    missing = re.search(r"Could not find '([^']+)'", text)
+    group = re.search(r"Available options in '([^']+)':(.*?)(Config search path|$)", text)
+    if missing and group:  # a group file not found: name the override and list the options
+        choice = missing.group(1).removeprefix(group.group(1) + "/")
+        options = ", ".join(group.group(2).split())
+        return f"no config `{group.group(1)}={choice}` (available: {options})"
+    return lines[0] if lines else type(err).__name__
+
+
+def to_run_config(cfg: DictConfig, source: str = "config") -> RunConfig:
+    """A composed DictConfig (no `hydra` node) as the validated RunConfig; `__post_init__` checks run here."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
+        run = OmegaConf.to_object(cfg)
+    except (OmegaConfBaseException, HydraException) as err:
+        raise ConfigError(f"{source}: {describe(err)}") from None
+    if not isinstance(run, RunConfig):
+        raise ConfigError(f"{source}: did not compose to a RunConfig (is `{SCHEMA_NAME}` first in the defaults?)")
+    return run
 
 
-def _groups(root: Path) -> set[str]:
-    return {p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.yaml"))}
-
-
-def _split_overrides(overrides: list[str], groups: set[str]) -> tuple[dict[str, str | None], list[str]]:
-    choices: dict[str, str | None] = {}
-    keys: list[str] = []
+def parse_overrides(overrides: list[str]) -> list[Override]:
+    """Hydra's parse of command-line overrides; a malformed one is one error naming it."""
+    parser, parsed = OverridesParser.create(), []
     for item in overrides:
-        if "=" not in item:
+        if "=" not in item.lstrip("+~") and not item.startswith("~"):  # `~key` deletes and takes no value
             raise ConfigError(f"override '{item}' is not of the form key=value")
-        key, value = item.split("=", 1)
-        if key in groups:
-            choices[key] = None if value in ("null", "") else value
-        else:
-            keys.append(item)
-    return choices, keys
+        try:
+            parsed += parser.parse_overrides([item])
+        except HydraException as err:
+            reason = " ".join(str(err).split()).removeprefix(f"Error parsing override '{item}' ")
+            raise ConfigError(f"command line: cannot parse override `{item}` ({reason})") from None
+    return parsed
 
 
-def _group_path(root: Path, group: str, choice: str) -> Path:
-    # An experiment may also be a YAML file anywhere (experiments/squad/rag_end2end.yaml), not only a shipped name.
-    if group == "experiment" and choice.endswith((".yaml", ".yml")):
-        return Path(choice)
-    return root / group / f"{choice}.yaml"
-
-
-def _load_group(root: Path, group: str, choice: str) -> dict:
-    path = _group_path(root, group, choice)
-    if group == "experiment" and path.suffix in (".yaml", ".yml") and path.parent != root / group:
-        if not path.is_file():
-            raise ConfigError(f"no experiment file {path}")
-        return _read_yaml(path)
-    if not path.is_file():
-        options = ", ".join(sorted(p.stem for p in (root / group).glob("*.yaml")))
-        raise ConfigError(f"no config '{group}={choice}': {path} does not exist (options: {options})")
-    return _read_yaml(path)
-
-
-def _merge(base: DictConfig, values: dict | DictConfig, source: str) -> DictConfig:
+def compose_dict(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
+    """Hydra's composition of the shipped configs with `overrides` (no sweep syntax), errors as ConfigError."""
+    register()
+    overrides = list(overrides or [])
+    parse_overrides(overrides)
     try:
-        return OmegaConf.merge(base, values)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{source}: {_describe(err)}") from None
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=return_hydra_config)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(f"command line: {describe(err)}") from None
 
 
-def _describe(err: OmegaConfBaseException) -> str:
-    key = getattr(err, "full_key", None)
-    first = str(err).splitlines()[0] if str(err) else type(err).__name__
-    if type(err).__name__ == "ConfigKeyError" and key:
-        return f"unknown key `{key}` ({first})"
-    return f"`{key}`: {first}" if key else first
-
-
-def compose(overrides: list[str] | None = None, root: Path | None = None) -> RunConfig:
+def compose(overrides: list[str] | None = None) -> RunConfig:
     """Build and validate the run config.
 
     Args:
         overrides: command-line items, `group=name` or `dotted.key=value`.
-        root: the configs folder; defaults to the shipped one.
 
     Returns:
         A validated RunConfig (dataclass instances all the way down).
@@ -104,37 +136,7 @@ def compose(overrides: list[str] | None = None, root: Path | None = None) -> Run
     Raises:
         ConfigError: unknown key, wrong type, missing group file or invalid value, naming the key.
     """
-    root = root or config_dir()
-    top = _read_yaml(root / "config.yaml")
-    choices: dict[str, str | None] = dict(top.pop("defaults", {}) or {})
-    cli_choices, cli_keys = _split_overrides(list(overrides or []), _groups(root))
-    choices.update(cli_choices)
-
-    experiment: dict = {}
-    if choices.get("experiment"):
-        experiment = _load_group(root, "experiment", choices["experiment"])
-        choices.update(experiment.pop("defaults", {}) or {})
-        choices.update(cli_choices)  # the command line wins over the experiment's picks
-
-    cfg = OmegaConf.structured(RunConfig)
-    for group, choice in choices.items():
-        if group == "experiment" or choice is None:
-            continue
-        cfg = _merge(cfg, {group: _load_group(root, group, choice)}, f"configs/{group}/{choice}.yaml")
-    cfg = _merge(cfg, top, "configs/config.yaml")
-    if experiment:
-        cfg = _merge(cfg, experiment, str(_group_path(root, "experiment", choices["experiment"])))
-    try:
-        dotlist = OmegaConf.from_dotlist(cli_keys)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"command line: {_describe(err)}") from None
-    cfg = _merge(cfg, dotlist, "command line")
-    try:
-        run = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"config: {_describe(err)}") from None
-    assert isinstance(run, RunConfig)
-    return run
+    return to_run_config(compose_dict(overrides))
 
 
 def to_yaml(run: RunConfig) -> str:
@@ -145,13 +147,14 @@ def to_yaml(run: RunConfig) -> str:
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Re-load a saved `config.yaml` (from a run directory) with optional `a.b=value` overrides."""
     path = Path(path)
-    cfg = _merge(OmegaConf.structured(RunConfig), _read_yaml(path), str(path))
-    _, keys = _split_overrides(list(overrides or []), set())
-    cfg = _merge(cfg, OmegaConf.from_dotlist(keys), "command line")
     try:
-        return OmegaConf.to_object(cfg)
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{path}: {_describe(err)}") from None
+        raise ConfigError(f"{path}: {describe(err)}") from None
+    except Exception as err:  # yaml.YAMLError and the like: the file itself is broken
+        raise ConfigError(f"{path}: not a valid config: {' '.join(str(err).split())}") from None
+    return to_run_config(cfg, str(path))
 
 
 def split_options(args: list[str], defaults: dict[str, str]) -> tuple[dict[str, str], list[str]]:

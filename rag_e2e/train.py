@@ -176,22 +176,13 @@ def build_trainer(cfg: RunConfig, run_dir: Path, refresh: IndexRefreshCallback, 
         callbacks.append(RichProgressBar())
     return L.Trainer(max_steps=t.max_steps, val_check_interval=t.val_check_interval, check_val_every_n_epoch=None,
                      limit_val_batches=t.limit_val_batches, accelerator=t.accelerator, devices=t.devices,
+                     num_nodes=t.num_nodes,
                      strategy=_strategy(cfg),
                      precision=t.precision, gradient_clip_val=t.gradient_clip_val,
                      log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0, callbacks=callbacks,
                      logger=(log and _loggers(cfg, run_dir)) or False, enable_progress_bar=progress,
                      enable_model_summary=False, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
                      use_distributed_sampler=False)  # the datamodule shards, resumably
-
-
-def new_run_dir(cfg: RunConfig) -> Path:
-    base = Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir, suffix = base, 0
-    while run_dir.exists():  # two runs started in the same second
-        suffix += 1
-        run_dir = base.with_name(f"{base.name}.{suffix}")
-    run_dir.mkdir(parents=True)
-    return run_dir
 
 
 def run_dir_of(checkpoint: Path) -> Path:
@@ -213,21 +204,16 @@ def _test(trainer: L.Trainer, module: RagLitModule, dm: RagDataModule, prefix: s
     return {key: float(value) for key, value in results.items()}
 
 
-# Under DDP, Lightning's launcher re-runs the command line in each child; children must use rank 0's run dir.
-_RUN_DIR_ENV = "RAG_E2E_RUN_DIR"
-
-
 def _resolve_run_dir(cfg: RunConfig) -> Path:
-    inherited = os.environ.get(_RUN_DIR_ENV)
-    if inherited:
-        return Path(inherited)
-    if cfg.run_dir:
-        run_dir = Path(cfg.run_dir)
-        if (run_dir / "metrics.json").is_file():
-            raise ConfigError(f"{run_dir}: this run has finished (metrics.json exists); choose another `run_dir`")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir
-    return new_run_dir(cfg)
+    """`cfg.run_dir`, which `rag-e2e train` sets from Hydra's run or sweep directory (DDP ranks share it)."""
+    if not cfg.run_dir:
+        raise ConfigError("`run_dir` is not set: `rag-e2e train` takes it from Hydra (`hydra.run.dir`); a library "
+                          "caller sets `run_dir=<dir>`")
+    run_dir = Path(cfg.run_dir)
+    if (run_dir / "metrics.json").is_file():
+        raise ConfigError(f"{run_dir}: this run has finished (metrics.json exists); choose another `run_dir`")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
 
 
 def _refresh_summary(history: list[dict]) -> dict[str, float]:
@@ -260,25 +246,20 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
     The run directory holds config.yaml, metrics.json (init/* before training, test/* after), predictions.jsonl,
     predictions_init.jsonl, checkpoints/ and index/ (the live index). With `run_dir` set to a directory that has
     checkpoints/last.ckpt, training resumes from it (weights, optimizer, refresh schedule and live index).
+    `cfg.run_dir` must be set (the CLI sets it from Hydra's run directory).
     """
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
-    run_dir = _resolve_run_dir(cfg)
-    owns_env = _RUN_DIR_ENV not in os.environ
-    os.environ[_RUN_DIR_ENV] = str(run_dir)
-    try:
-        return _train_in(cfg, run_dir, progress)
-    finally:
-        if owns_env:
-            os.environ.pop(_RUN_DIR_ENV, None)
+    return _train_in(cfg, _resolve_run_dir(cfg), progress)
 
 
 def _train_in(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
     started = time.time()
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = last.is_file()
-    if resume and os.environ.get("LOCAL_RANK", "0") == "0":  # rank 0, before DDP starts the others
+    first = os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", "0")) == "0"
+    if resume and first:  # rank 0, before DDP starts the others (SLURM starts all ranks at once)
         for folder in (run_dir, run_dir / "checkpoints", run_dir / "index"):  # debris of writes a kill interrupted
             atomic.remove_leftovers(folder)
     parts = assemble(cfg, progress=progress, run_dir=run_dir)

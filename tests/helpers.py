@@ -40,16 +40,16 @@ def train_in_subprocess(*overrides: str) -> dict:
     import sys
 
     run_dir = next(Path(o.split("=", 1)[1]) for o in overrides if o.startswith("run_dir="))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAG_E2E_RUN_DIR": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "rag_e2e.cli", "train", *overrides], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def tiny_config(*overrides: str, output_dir: Path | None = None) -> RunConfig:
+def tiny_config(*overrides: str, run_dir: Path | None = None) -> RunConfig:
     """The default experiment shrunk to tiny random models and a 40-passage knowledge base."""
-    extra = [f"output_dir={output_dir}"] if output_dir is not None else []
+    extra = [f"run_dir={run_dir}"] if run_dir is not None else []
     return compose([*TINY, *extra, *overrides])
 
 

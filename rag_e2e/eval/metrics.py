@@ -139,6 +139,11 @@ def mrr(ranks: Sequence[int | None], cutoff: int | None = None) -> float:
     return sum(hits) / len(ranks) if ranks else 0.0
 
 
+def metric_names(ks: Sequence[int] = (1, 5, 10)) -> list[str]:
+    """The keys `aggregate` returns for these cut-offs."""
+    return ["em", "f1", *(f"recall@{k}" for k in ks), "mrr"]
+
+
 def aggregate(
     predictions: Sequence[str],
     golds: Sequence[Sequence[str]],

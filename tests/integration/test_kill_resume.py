@@ -28,7 +28,7 @@ TIMING = ("time/", "refresh/mean_wall_s", "refresh/mean_passages_per_s", "refres
 
 
 def _run(point: str, n: int, overrides: list[str], run_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAG_E2E_RUN_DIR": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(HARNESS), point, str(n), *overrides, f"run_dir={run_dir}"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=600)
 

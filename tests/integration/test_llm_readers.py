@@ -95,7 +95,7 @@ def test_packaged_smollm2_trains_five_steps_with_lora(tmp_path):
                       "generator.lora.r=4", "model.lr=1e-3", "retriever.k=2", "data.batch_size=2",
                       "data.max_eval_questions=4", "eval.max_new_tokens=4", "eval.before_training=false",
                       "trainer.max_steps=5", "trainer.val_check_interval=1000", "trainer.limit_val_batches=0",
-                      f"output_dir={tmp_path}")
+                      run_dir=tmp_path / "run")
     metrics = json.loads(train(cfg, progress=False).read_text())
     assert metrics["train/steps"] == 5 and 0.0 <= metrics["test/em"] <= 1.0
     ckpt = torch.load(next(tmp_path.glob("*/checkpoints/last.ckpt")), map_location="cpu", weights_only=True)

@@ -16,7 +16,7 @@ def test_squad_open_smoke(tmp_path):
         "data.batch_size=2", "generator.d_model=32", "generator.ffn_dim=64", "generator.num_layers=1",
         "encoder.hidden_size=32", "encoder.intermediate_size=64", "encoder.max_passage_length=64",
         "trainer.max_steps=3", "trainer.val_check_interval=3", "eval.max_new_tokens=4", "logger.wandb=false",
-        f"output_dir={tmp_path}",
+        f"run_dir={tmp_path / 'run'}",
     ])
     metrics = json.loads(train(cfg, progress=False).read_text())
     assert metrics["train/steps"] == 3

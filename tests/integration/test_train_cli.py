@@ -5,6 +5,8 @@ import json
 from helpers import TINY
 
 from rag_e2e.cli import main
+from rag_e2e.compose import load_run_config
+from rag_e2e.launch import written_metrics
 
 EXPECTED_KEYS = {"init/recall@1", "init/recall@5", "init/em", "test/em", "test/f1", "test/recall@1",
                  "test/recall@5", "test/mrr"}
@@ -37,6 +39,9 @@ def test_train_20_steps_then_eval_checkpoint(tmp_path, capsys):
     assert any((run_dir / "wandb").iterdir())  # offline W&B run written
     assert list((run_dir / "wandb").rglob("*predictions*.table.json"))  # sample-predictions table
     assert (run_dir / "csv" / "metrics.csv").read_text().count("train/loss") == 1
+    # What a sweep may optimise (`optimized_metric`, checked before a sweep starts) is what a run really writes.
+    written = written_metrics(load_run_config(run_dir / "config.yaml"))
+    assert written <= metrics.keys() and {k for k in metrics if k.startswith(("test/", "init/"))} <= written
 
     assert main(["eval", str(run_dir / "checkpoints" / "last.ckpt"), "eval.num_beams=2"]) == 0
     eval_metrics = json.loads((run_dir / "eval_metrics.json").read_text())

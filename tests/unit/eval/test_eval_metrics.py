@@ -126,3 +126,10 @@ def test_aggregate():
     )
     with pytest.raises(ValueError, match="lengths differ"):
         aggregate(predictions, golds, ranks[:2])
+
+
+@pytest.mark.parametrize("ks", [(1,), (1, 5, 10), (3, 20, 128)])
+def test_metric_names_are_the_keys_aggregate_returns(ks):
+    from rag_e2e.eval.metrics import metric_names
+
+    assert list(aggregate(["a"], [["a"]], [2], ks=ks)) == metric_names(ks)
