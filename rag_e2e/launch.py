@@ -69,9 +69,7 @@ def _first(override: Override) -> str:
     value = override.value()
     if isinstance(value, ChoiceSweep):
         picked = value.list[0]
-    elif isinstance(value, RangeSweep):
-        picked = value.start
-    elif isinstance(value, IntervalSweep):
+    elif isinstance(value, RangeSweep | IntervalSweep):
         picked = value.start
     else:
         return f"{key}={override.get_value_element_as_str()}"
@@ -84,8 +82,26 @@ def _point_run(overrides: list[str]) -> RunConfig:
     return run
 
 
-def check_command_line(overrides: list[str], multirun: bool) -> int:
+def multirun_base(parsed: list[Override]) -> DictConfig:
+    """The config (with its `hydra` node) a multirun composes before it sweeps: each sweep at its first value."""
+    return compose_dict([_first(o) for o in parsed], return_hydra_config=True)
+
+
+def grid_points(overrides: list[str], base: DictConfig) -> list[list[str]]:
+    """The basic sweeper's points: its `hydra.sweeper.params`, then the command line (which wins per key)."""
+    params = [f"{key}={value}" for key, value in (base.hydra.sweeper.get("params") or {}).items()]
+    try:
+        batches = BasicSweeper.split_arguments(parse_overrides(params + overrides), max_batch_size=None)
+    except HydraException as err:
+        raise ConfigError(f"command line: {describe(err)}") from None
+    return [point for batch in batches for point in batch]
+
+
+def check_command_line(overrides: list[str], multirun: bool, base: DictConfig | None = None) -> int:
     """Compose and validate what `rag-e2e train [-m] overrides` will run; returns the number of points checked.
+
+    Args:
+        base: a multirun's `multirun_base`, if the caller has composed it already.
 
     Raises:
         ConfigError: one line naming the override, key or metric at fault.
@@ -97,34 +113,27 @@ def check_command_line(overrides: list[str], multirun: bool) -> int:
             raise ConfigError(f"`{sweeps[0]}` sweeps several values: add -m (multirun) to run each")
         _point_run(overrides)
         return 1
-    base = [_first(o) for o in parsed]
-    full = compose_dict(base, return_hydra_config=True)
-    if full.get("run_dir") is not None:
+    base = base if base is not None else multirun_base(parsed)
+    if base.get("run_dir") is not None:
         raise ConfigError("`run_dir` names one run; a multirun puts each job under `hydra.sweep.dir`")
-    sweeper = full.hydra.sweeper
-    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    sweeper = base.hydra.sweeper
     if sweeper.get("_target_") == OPTUNA_SWEEPER:
-        run = _point_run([_first(o) for o in parse_overrides(params)] + base)
+        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+        run = _point_run([_first(o) for o in parse_overrides(params)] + [_first(o) for o in parsed])
         if run.optimized_metric is None:
             raise ConfigError("an Optuna sweep minimises or maximises `optimized_metric`; set it (e.g. "
                               "optimized_metric=test/em) and `hydra.sweeper.direction`")
         return 1
-    try:
-        batches = BasicSweeper.split_arguments(parse_overrides(params + overrides), max_batch_size=None)
-    except HydraException as err:
-        raise ConfigError(f"command line: {describe(err)}") from None
-    points = [point for batch in batches for point in batch]
+    points = grid_points(overrides, base)
     for point in points:
         _point_run(point)
     return len(points)
 
 
-def dirname_excludes(overrides: list[str]) -> str:
+def dirname_excludes(parsed: list[Override], base: DictConfig) -> str:
     """A multirun job's directory is named by what it sweeps (`retriever.k=5`), not by the command line's constant
     overrides: an override adding those keys to `hydra.job.config.override_dirname.exclude_keys`."""
-    parsed = parse_overrides(overrides)
-    full = compose_dict([_first(o) for o in parsed], return_hydra_config=True)
-    keys = list(full.hydra.job.config.override_dirname.exclude_keys)
+    keys = list(base.hydra.job.config.override_dirname.exclude_keys)
     keys += [o.key_or_group for o in parsed if not o.is_sweep_override() and o.key_or_group not in keys]
     return "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(f"'{key}'" for key in keys) + "]"
 
@@ -188,10 +197,15 @@ def main(args: list[str]) -> int:
     parser = get_args_parser()
     parsed = parser.parse_args(args)
     runs = not (parsed.cfg or parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion)
-    if runs and os.environ.get("LOCAL_RANK", "0") == "0":  # DDP ranks > 0 replay a command rank 0 checked
-        check_command_line(parsed.overrides, parsed.multirun)
+    checks = runs and os.environ.get("LOCAL_RANK", "0") == "0"  # DDP ranks > 0 replay a command rank 0 checked
     if runs and parsed.multirun:
-        parsed.overrides.append(dirname_excludes(parsed.overrides))
+        overrides = parse_overrides(parsed.overrides)
+        base = multirun_base(overrides)  # composed once, for the checks and the job directory names
+        if checks:
+            check_command_line(parsed.overrides, multirun=True, base=base)
+        parsed.overrides.append(dirname_excludes(overrides, base))
+    elif checks:
+        check_command_line(parsed.overrides, multirun=False)
     try:
         _run_hydra(args=parsed, args_parser=parser, task_function=_task, config_path=f"pkg://{CONFIG_MODULE}",
                    config_name=CONFIG_NAME)

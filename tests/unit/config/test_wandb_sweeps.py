@@ -29,16 +29,14 @@ def _wandb_points(spec: dict) -> set[tuple[str, ...]]:
 
 def _hydra_points(name: str) -> set[tuple[str, ...]]:
     """The Hydra sweep's points as `key=value`, its constant group picks (`override /experiment: x`) included."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from rag_e2e.launch import grid_points
 
-    full = compose_dict([f"sweep={name}"], return_hydra_config=True)
-    params = [f"{k}={v}" for k, v in full.hydra.sweeper.params.items()]
+    base = compose_dict([f"sweep={name}"], return_hydra_config=True)
+    points = grid_points([], base)
     files = (REPO / "experiments" / "sweeps" / f"{name}.yaml", REPO / "configs" / "sweep" / f"{name}.yaml")
     defaults = yaml.safe_load(next(p for p in files if p.is_file()).read_text()).get("defaults", [])
     picks = [f"{key.removeprefix('override /')}={choice}" for entry in defaults for key, choice in entry.items()
              if not key.startswith("override /hydra")]
-    points = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)[0]
     keys_of = lambda point: {item.split("=")[0] for item in point}  # noqa: E731
     return {tuple(sorted(point + [p for p in picks if p.split("=")[0] not in keys_of(point)]))
             for point in points}
