@@ -22,6 +22,7 @@ import torch
 
 from rag_e2e import atomic
 from rag_e2e.compose import compose, split_options
+from rag_e2e.losses import sequence_marginal_nll
 from rag_e2e.models.reader import Pairs, answer_token_ll
 from rag_e2e.train import assemble
 
@@ -41,9 +42,9 @@ def _rag_step(rag, batch) -> tuple[float, torch.Tensor]:
     """Seconds of one RAG forward + backward, and the rows it read."""
     rag.zero_grad(set_to_none=True)
     start = time.perf_counter()
-    nll, ret = rag(batch.q_ids, batch.q_mask, batch.questions, batch.labels)
-    nll.mean().backward()
-    return time.perf_counter() - start, ret.rows
+    out = rag(batch.q_ids, batch.q_mask, batch.questions, batch.labels)
+    sequence_marginal_nll(out.scores, rag.temperature).mean().backward()
+    return time.perf_counter() - start, out.retrieved.rows
 
 
 def _bare_step(rag, pairs: Pairs, labels: torch.Tensor) -> float:

@@ -12,7 +12,7 @@ USAGE = """usage: rag-e2e <command> [args]
                                        (`sweep=ablation_k`, `sweep=optuna_synthetic`), see README
   eval <checkpoint> [overrides...]     evaluate a checkpoint (config from its run directory)
   config [overrides...]                print the resolved config and exit
-  report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B] [readme=README.md]
+  report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B] [metrics=K,K] [readme=README.md]
                                        Markdown + LaTeX tables (mean ± std over seeds) and PNG plots; with
                                        readme=, the table replaces the README's <!-- results --> block
 
@@ -53,9 +53,9 @@ def cmd_config(args: list[str]) -> int:
 
 def cmd_report(args: list[str]) -> int:
     from rag_e2e.errors import ConfigError
-    from rag_e2e.eval.report import collect_runs, update_readme, write_report
+    from rag_e2e.eval.report import DEFAULT_METRICS, collect_runs, update_readme, write_report
 
-    options = {"out": "report", "title": "Results", "label": "name", "order": "", "readme": ""}
+    options = {"out": "report", "title": "Results", "label": "name", "order": "", "readme": "", "metrics": ""}
     paths = []
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -69,7 +69,8 @@ def cmd_report(args: list[str]) -> int:
         raise ConfigError("rag-e2e report needs run directories (or folders holding them)")
     runs = collect_runs(paths, label_keys=tuple(options["label"].split(",")))
     order = [o for o in options["order"].split(",") if o] or None
-    written = write_report(runs, Path(options["out"]), title=options["title"], order=order)
+    metrics = [m for m in options["metrics"].split(",") if m] or list(DEFAULT_METRICS)
+    written = write_report(runs, Path(options["out"]), title=options["title"], order=order, metrics=metrics)
     for path in written.values():
         print(f"wrote {path}")
     if options["readme"]:

@@ -242,7 +242,14 @@ class RefreshConfig:
 class ModelConfig:
     """Loss and optimisation."""
 
-    loss: str = "sequence"  # RAG-Sequence or RAG-Token marginalization
+    # The training objective, by name from rag_e2e.losses.OBJECTIVES: sequence, token (RAG marginals), emdr2, pdist,
+    # loop (Atlas), lsr (REPLUG), gumbel_topk (Stochastic RAG). `token` also decodes RAG-Token; the rest RAG-Sequence.
+    loss: str = "sequence"
+    lm_temperature: float = 1.0  # τ of the pdist/loop targets softmax(log p(y|x,z)/τ)
+    lsr_temperature: float = 0.1  # β of lsr's LM distribution softmax(p(y|x,z)/β)
+    gumbel_samples: int = 4  # gumbel_topk: passage sets sampled per question
+    gumbel_set_size: int = 2  # gumbel_topk: passages per sampled set (< retriever.k)
+    gumbel_temperature: float = 0.5  # gumbel_topk: temperature of the relaxed top-k
     lr: float = 1e-3  # generator
     retriever_lr: float = 1e-4  # query encoder
     passage_lr: float | None = None  # passage encoder (retriever.train_passage_encoder); null = retriever_lr
@@ -256,7 +263,16 @@ class ModelConfig:
     reader_ready_nll: float | None = None  # ...or fewer: once the reader's running NLL (nats/answer) is below this
 
     def __post_init__(self) -> None:
-        _one_of(self.loss, ("sequence", "token"), "model.loss")
+        from rag_e2e.losses import OBJECTIVES  # the registry is the list of choices (no second copy here)
+
+        _one_of(self.loss, tuple(OBJECTIVES), "model.loss")
+        _check(self.label_smoothing == 0 or OBJECTIVES[self.loss].label_smoothing,
+               f"`model.label_smoothing` applies to the sequence/token marginals, not `model.loss={self.loss}`; "
+               "set it to 0")
+        _check(self.lm_temperature > 0 and self.lsr_temperature > 0 and self.gumbel_temperature > 0,
+               "set `model.lm_temperature`, `model.lsr_temperature` and `model.gumbel_temperature` > 0")
+        _check(self.gumbel_samples >= 1 and self.gumbel_set_size >= 1,
+               "set `model.gumbel_samples` and `model.gumbel_set_size` >= 1")
         _check(self.lr > 0 and self.retriever_lr >= 0, "set `model.lr` > 0 and `model.retriever_lr` >= 0")
         _check(self.reader_loss_weight >= 0, "set `model.reader_loss_weight` >= 0")
         _check(self.passage_ready_recall is None or 0 <= self.passage_ready_recall <= 1,
@@ -274,9 +290,16 @@ class EvalConfig:
 
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # recall@k cut-offs; k_max docs are retrieved
     num_beams: int = 1  # 1 = greedy
+    # RAG-Sequence decoding: thorough rescores every candidate on every passage; fast counts a candidate's probability
+    # as 0 on passages that did not propose it (RAG paper §2.5), scoring only the proposals' own pairs
+    decoding: str = "thorough"
     max_new_tokens: int = 16
     num_qualitative: int = 20  # predictions printed in the run summary
     before_training: bool = True  # also evaluate the untrained system (init/*) before training starts
+
+    def __post_init__(self) -> None:
+        _one_of(self.decoding, ("thorough", "fast"), "eval.decoding")
+        _check(self.num_beams >= 1, "set `eval.num_beams` >= 1")
 
 
 @dataclass
@@ -328,6 +351,14 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(all(1 <= k <= MAX_K for k in self.eval.ks), f"set every `eval.ks` entry in [1, {MAX_K}]")
+        from rag_e2e.losses import OBJECTIVES
+
+        reads = 1 if self.retriever.closed_book or self.retriever.read_gold else self.retriever.k
+        need = OBJECTIVES[self.model.loss].min_docs
+        _check(reads >= need, f"`model.loss={self.model.loss}` needs at least {need} passages per question; set "
+               f"`retriever.k` >= {need} (closed_book/read_gold read one)")
+        _check(self.model.loss != "gumbel_topk" or self.model.gumbel_set_size < reads,
+               "set `model.gumbel_set_size` below `retriever.k`: a set of all k passages is not a sample")
         _check(not (self.retriever.train_passage_encoder and self.refresh.mode == "off"),
                "`retriever.train_passage_encoder` trains the passage tower, but `refresh=off` never re-encodes the "
                "index it searches; set `refresh=sync` or `refresh=async` (or `refresh=stale` for the no-refresh "

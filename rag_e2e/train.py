@@ -27,6 +27,7 @@ from rag_e2e.lightning.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from rag_e2e.lightning.datamodule import QACollator, RagDataModule
 from rag_e2e.lightning.module import RagLitModule
 from rag_e2e.lightning.refresh_callback import IndexRefreshCallback
+from rag_e2e.losses import ObjectiveSettings
 from rag_e2e.models.generator import build_reader, frozen_weight_names
 from rag_e2e.models.rag import RagModel
 from rag_e2e.retrieval.encoders import BiEncoder, build_encoder_model, load_tokenizer, resolve_name
@@ -121,14 +122,20 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
     # Closed book reads one empty passage, read_gold the gold one: the marginal over one document is the reader NLL.
     k = 1 if r.closed_book or r.read_gold else r.k
     rag = RagModel(encoder, reader, data.corpus, None, k=k,
-                   temperature=r.temperature, loss=cfg.model.loss, max_source_length=gen_cfg.max_source_length,
+                   temperature=r.temperature, marginal="token" if cfg.model.loss == "token" else "sequence",
+                   decoding=cfg.eval.decoding, max_source_length=gen_cfg.max_source_length,
                    max_target_length=gen_cfg.max_target_length, passage_tokenizer=q_tokenizer,
                    max_passage_length=enc_cfg.max_passage_length, fresh_passages=r.train_passage_encoder,
                    rerank_candidates=r.rerank_candidates, closed_book=r.closed_book,
                    read_gold=r.read_gold)
     m = cfg.model
     module = RagLitModule(rag, lr=m.lr, retriever_lr=m.retriever_lr, weight_decay=m.weight_decay,
-                          warmup_steps=m.warmup_steps, label_smoothing=m.label_smoothing,
+                          warmup_steps=m.warmup_steps, objective=m.loss,
+                          objective_settings=ObjectiveSettings(
+                              prior_temperature=r.temperature, lm_temperature=m.lm_temperature,
+                              lsr_temperature=m.lsr_temperature, label_smoothing=m.label_smoothing,
+                              gumbel_samples=m.gumbel_samples, gumbel_set_size=m.gumbel_set_size,
+                              gumbel_temperature=m.gumbel_temperature),
                           freeze_query_encoder=r.query_frozen,
                           train_passage_encoder=r.train_passage_encoder, passage_lr=m.passage_lr,
                           passage_ready_recall=m.passage_ready_recall,

@@ -308,8 +308,12 @@ def _text_writer(text: str) -> Callable[[Path], None]:
 
 
 def _column_name(metric: str) -> str:
-    recall = _RECALL_KEY.match(metric)
-    return f"R@{recall.group(1)}" if recall else _COLUMN_NAMES.get(metric, metric)
+    """test/recall@5 -> R@5, test/em -> EM; other splits keep their prefix (init/recall@5 -> init R@5)."""
+    split, _, name = metric.rpartition("/")
+    short = _COLUMN_NAMES.get(f"test/{name}", name) if split else metric
+    recall = _RECALL_KEY.match(f"test/{name}")
+    short = f"R@{recall.group(1)}" if recall else short
+    return short if split == "test" else f"{split} {short}"
 
 
 def _cell(row: SummaryRow, metric: str, pm: str) -> str:

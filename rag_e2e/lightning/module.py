@@ -8,8 +8,9 @@ import torch
 from rag_e2e.errors import ConfigError, TrainingDivergedError
 from rag_e2e.eval.metrics import aggregate, gold_rank
 from rag_e2e.lightning.datamodule import QABatch
+from rag_e2e.losses import OBJECTIVES, ObjectiveSettings, Terms
 from rag_e2e.models.generator import frozen_weight_names
-from rag_e2e.models.rag import RagModel
+from rag_e2e.models.rag import RagModel, RagOutput
 from rag_e2e.retrieval.distributed import all_gather_objects
 
 
@@ -26,10 +27,13 @@ def check_reader_checkpoint(checkpoint: dict, expected: set[str], reader_base: s
 
 
 class RagLitModule(L.LightningModule):
-    """Jointly trains the query encoder and the generator through the marginal likelihood.
+    """Jointly trains the query encoder and the generator through a retrieval objective.
 
     Args:
         rag: the model (encoders, generator, index).
+        objective: the training objective's name in `rag_e2e.losses.OBJECTIVES` (`model.loss`); its reader and
+            retriever terms are summed and logged apart.
+        objective_settings: its hyperparameters (temperatures, label smoothing, Gumbel samples).
         lr: generator learning rate.
         retriever_lr: query-encoder learning rate.
         freeze_query_encoder: keep the retriever fixed (the control run).
@@ -50,7 +54,8 @@ class RagLitModule(L.LightningModule):
     """
 
     def __init__(self, rag: RagModel, *, lr: float = 1e-3, retriever_lr: float = 1e-4, weight_decay: float = 0.0,
-                 warmup_steps: int = 0, label_smoothing: float = 0.0, freeze_query_encoder: bool = False,
+                 warmup_steps: int = 0, objective: str = "sequence",
+                 objective_settings: ObjectiveSettings | None = None, freeze_query_encoder: bool = False,
                  train_passage_encoder: bool = False, passage_lr: float | None = None,
                  passage_ready_recall: float | None = None,
                  reader_loss_weight: float = 0.0, reader_warmup_steps: int = 0, reader_ready_nll: float | None = None,
@@ -59,7 +64,8 @@ class RagLitModule(L.LightningModule):
         super().__init__()
         self.rag = rag
         self.lr, self.retriever_lr, self.weight_decay, self.warmup_steps = lr, retriever_lr, weight_decay, warmup_steps
-        self.label_smoothing = label_smoothing
+        self.objective = OBJECTIVES[objective]
+        self.objective_settings = objective_settings or ObjectiveSettings()
         self.freeze_query_encoder = freeze_query_encoder
         if train_passage_encoder and not rag.fresh_passages:
             raise ValueError("train_passage_encoder needs rag.fresh_passages: stored index vectors carry no gradient")
@@ -88,11 +94,11 @@ class RagLitModule(L.LightningModule):
         loss = torch.zeros((), device=self.device)
         size = len(rag_batch.examples)
         if self._rag_active():
-            nll, ret = self.rag(rag_batch.q_ids, rag_batch.q_mask, rag_batch.questions, rag_batch.labels,
-                                epsilon=self.label_smoothing, examples=rag_batch.examples)
-            loss = loss + nll.mean()
-            self.log("train/rag_nll", nll.mean(), batch_size=size, prog_bar=True)
-            ranks = self._ranks(rag_batch, ret.rows)
+            terms, out = self.objective_terms(rag_batch)
+            loss = loss + terms.total.mean()
+            self.log("train/reader_loss", terms.reader.mean(), batch_size=size, prog_bar=True)
+            self.log("train/retriever_loss", terms.retriever.mean(), batch_size=size)
+            ranks = self._ranks(rag_batch, out.retrieved.rows)
             recall = sum(r is not None for r in ranks) / size
             self.log("train/recall@k", recall, batch_size=size)
             self._recall_ema = recall if self._recall_ema is None else 0.9 * self._recall_ema + 0.1 * recall
@@ -116,6 +122,12 @@ class RagLitModule(L.LightningModule):
                                         "`model.retriever_lr`, or set `trainer.gradient_clip_val`")
         self.log("train/loss", loss, batch_size=size)
         return loss
+
+    def objective_terms(self, batch: QABatch) -> tuple[Terms, RagOutput]:
+        """The objective's reader and retriever terms (B,) on one batch, and the forward pass they came from."""
+        out = self.rag(batch.q_ids, batch.q_mask, batch.questions, batch.labels,
+                       full_distributions=self.objective_settings.label_smoothing > 0, examples=batch.examples)
+        return self.objective.fn(out.scores, self.objective_settings), out
 
     def _rag_active(self) -> bool:
         """Whether the reader warm-up is over (a fixed number of steps, or earlier once the reader can read)."""

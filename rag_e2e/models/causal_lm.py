@@ -44,7 +44,7 @@ def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 
 
 class _CausalSteps:
-    """Greedy steps: the prompt is prefilled once and its KV cache extended by one token per step."""
+    """Decoding steps: the prompt is prefilled once and its KV cache extended by one token per step."""
 
     def __init__(self, model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor):
         self.model, self.ids, self.mask = model, input_ids, mask
@@ -60,6 +60,11 @@ class _CausalSteps:
                          use_cache=True, logits_to_keep=1)
         self.past, self.mask = out.cache, mask
         return torch.log_softmax(out.logits[:, -1].float(), -1)  # (N, V)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Continue row i from row rows[i] (beam search): the mask and KV cache follow."""
+        self.mask = self.mask.index_select(0, rows)
+        self.past.reorder_cache(rows)
 
 
 class CausalLMReader:
@@ -137,9 +142,10 @@ class CausalLMReader:
         return logits[:, :-1]  # (N, T, V)
 
     def generate(self, pairs: Pairs, max_source_length: int, *, num_beams: int = 1,
-                 max_new_tokens: int = 16) -> list[str]:
+                 max_new_tokens: int = 16, num_return: int = 1) -> list[str]:
         ids, mask = self._prompts(pairs, max_source_length)
         out = self.model.generate(input_ids=ids, attention_mask=mask, num_beams=num_beams,
+                                  num_return_sequences=num_return,
                                   max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id,
                                   eos_token_id=list(self.stop_ids))
         return decode_answers(self.tokenizer, out[:, ids.shape[1]:], stop=self.prompt.answer_stop)  # answer only

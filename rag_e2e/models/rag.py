@@ -4,24 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
 from rag_e2e.data.types import Passage, QAExample
-from rag_e2e.losses import (
-    doc_log_prior,
-    rag_sequence_nll,
-    rag_token_nll,
-    sequence_nll_from_token_ll,
-    token_nll_from_token_ll,
-)
+from rag_e2e.losses import ReaderScores, doc_log_prior, scores_from_logits
+from rag_e2e.models.decoding import sequence_decode, token_decode
 from rag_e2e.models.reader import Pairs, Reader, token_ll
 from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
 from rag_e2e.retrieval.index import Index
-
-LossKind = Literal["sequence", "token"]
 
 
 @dataclass
@@ -30,6 +22,14 @@ class Retrieved:
 
     rows: torch.Tensor  # (B, k) corpus row indices, best first
     doc_scores: torch.Tensor  # (B, k) q·d recomputed from the live query vectors (carries gradient)
+
+
+@dataclass
+class RagOutput:
+    """One forward pass: what was read, and what the reader said about it (every objective's input)."""
+
+    retrieved: Retrieved  # rows (B, k) read, best first
+    scores: ReaderScores  # doc scores (B, k) with gradient, answer log-likelihoods per token (B, k, T)
 
 
 class RagModel(nn.Module):
@@ -44,7 +44,8 @@ class RagModel(nn.Module):
     """
 
     def __init__(self, encoder: BiEncoder, reader: Reader, corpus: list[Passage], index: Index | None, *, k: int,
-                 temperature: float, loss: LossKind, max_source_length: int, max_target_length: int,
+                 temperature: float, max_source_length: int, max_target_length: int, marginal: str = "sequence",
+                 decoding: str = "thorough",
                  passage_tokenizer=None, max_passage_length: int = 128, fresh_passages: bool = False,
                  rerank_candidates: int = 0, closed_book: bool = False, read_gold: bool = False):
         super().__init__()
@@ -56,7 +57,9 @@ class RagModel(nn.Module):
         self.index: Index | None = None
         if index is not None:
             self.set_index(index)
-        self.k, self.temperature, self.loss_kind = k, temperature, loss
+        # `marginal`: how answers are decoded, "token" (RAG-Token) or "sequence" (RAG-Sequence, `decoding` thorough
+        # or fast); training objectives are the Lightning module's.
+        self.k, self.temperature, self.marginal, self.decoding = k, temperature, marginal, decoding
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         if (fresh_passages or rerank_candidates) and passage_tokenizer is None:
             raise ValueError("fresh_passages / rerank_candidates need the passage tokenizer")
@@ -140,20 +143,22 @@ class RagModel(nn.Module):
         return token_ll(self.reader, pairs, labels, self.max_source_length)
 
     def forward(self, q_ids: torch.Tensor, q_mask: torch.Tensor, questions: list[str], labels: torch.Tensor,
-                epsilon: float = 0.0, examples: Sequence[QAExample] | None = None) -> tuple[torch.Tensor, Retrieved]:
-        """Marginal NLL per example (B,) over the top-k retrieved passages (`examples`: for `read_gold`)."""
+                full_distributions: bool = False, examples: Sequence[QAExample] | None = None) -> RagOutput:
+        """Retrieve the top k (or read the gold passage: `examples`, for `read_gold`) and score the answers on each.
+
+        `full_distributions` also keeps log p(·|x,z,y<t) over the vocabulary (label smoothing needs it).
+        """
         ret = self.gold(examples or []) if self.read_gold else self.retrieve(q_ids, q_mask, self.k)
         batch, k = ret.rows.shape
         pairs = self.pairs(questions, ret.rows)
         labels = labels.to(ret.rows.device)
         rep = labels.repeat_interleave(k, dim=0)  # (B*k, T)
-        if epsilon == 0.0:
+        if not full_distributions:
             tok_ll = self.token_ll(pairs, rep).view(batch, k, -1)  # (B, k, T)
-            nll_fn = sequence_nll_from_token_ll if self.loss_kind == "sequence" else token_nll_from_token_ll
-            return nll_fn(tok_ll, ret.doc_scores, self.temperature), ret
-        logits = self.reader.answer_logits(pairs, rep, self.max_source_length)  # (B*k, T, V), for smoothing
-        nll_fn = rag_sequence_nll if self.loss_kind == "sequence" else rag_token_nll
-        return nll_fn(logits, ret.doc_scores, labels, k, temperature=self.temperature, epsilon=epsilon), ret
+            return RagOutput(ret, ReaderScores(ret.doc_scores, tok_ll))
+        logits = self.reader.answer_logits(pairs, rep, self.max_source_length)  # (B*k, T, V)
+        logits = logits if logits.dtype == torch.float64 else logits.float()
+        return RagOutput(ret, scores_from_logits(logits, ret.doc_scores, labels, k))
 
     def reader_nll(self, titles: list[str], texts: list[str], questions: list[str], answers: list[str]) -> torch.Tensor:
         """Plain supervised NLL per example (B,) of the reader given the gold passage (no retrieval)."""
@@ -165,50 +170,12 @@ class RagModel(nn.Module):
     @torch.no_grad()
     def generate(self, questions: list[str], ret: Retrieved, num_beams: int = 1,
                  max_new_tokens: int = 16) -> list[str]:
-        """Answers for a batch, decoded over the passages in `ret`.
-
-        RAG-Sequence: each passage proposes its beam-search (or greedy) answer; every distinct candidate is then
-        scored by the full marginal p(y|x) = Σ_z p(z|x) p(y|x,z) over all k passages ("thorough" decoding).
-        RAG-Token: greedy decoding of the per-token marginal Σ_z p(z|x) p(y_t|x,z,y<t).
-        """
+        """Answers for a batch, decoded over the passages in `ret` (rag_e2e.models.decoding)."""
         pairs = self.pairs(questions, ret.rows)
-        if self.loss_kind == "token":
-            return self._greedy_token(pairs, ret.doc_scores, max_new_tokens)
-        k = ret.rows.shape[1]
-        proposals = self.reader.generate(pairs, self.max_source_length, num_beams=num_beams,
-                                         max_new_tokens=max_new_tokens)  # (B*k,)
-        candidates = [sorted(set(proposals[b * k : (b + 1) * k])) for b in range(len(questions))]
-        if all(len(c) == 1 for c in candidates):  # one candidate per question: nothing to rescore
-            return [c[0] for c in candidates]
-        flat = [(b, c) for b, cands in enumerate(candidates) for c in cands]
-        labels = self.labels([c for _, c in flat]).to(ret.rows.device)  # (C, T)
-        owner = torch.tensor([b for b, _ in flat], device=ret.rows.device)
-        # Score candidate c of example b against all k passages of b: rows (c, z) in candidate-major order.
-        src_rows = (owner.unsqueeze(1) * k + torch.arange(k, device=owner.device)).reshape(-1)  # (C*k,)
-        tok_ll = self.token_ll(pairs.select(src_rows.tolist()), labels.repeat_interleave(k, dim=0))
-        nll = sequence_nll_from_token_ll(tok_ll.view(len(flat), k, -1), ret.doc_scores[owner],
-                                         self.temperature)  # (C,)
-        best: dict[int, tuple[float, str]] = {}
-        for (b, cand), value in zip(flat, nll.tolist()):
-            if b not in best or value < best[b][0]:
-                best[b] = (value, cand)
-        return [best[b][1] for b in range(len(questions))]
-
-    def _greedy_token(self, pairs: Pairs, doc_scores: torch.Tensor, max_new_tokens: int) -> list[str]:
-        batch, k = doc_scores.shape
-        log_prior = doc_log_prior(doc_scores, self.temperature)  # (B, k)
-        decoder = self.reader.start_decoding(pairs, self.max_source_length)
-        stops = torch.tensor(self.reader.stop_ids, device=doc_scores.device)
-        tokens = torch.empty((batch, 0), dtype=torch.long, device=doc_scores.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=doc_scores.device)
-        last = None
-        for _ in range(max_new_tokens):
-            logp = decoder.step(last).view(batch, k, -1)  # (B, k, V), prompt KV cache reused
-            marginal = torch.logsumexp(logp + log_prior.unsqueeze(-1), dim=1)  # (B, V)
-            nxt = marginal.argmax(-1).masked_fill(done, self.reader.pad_id)
-            tokens = torch.cat([tokens, nxt.unsqueeze(1)], dim=1)
-            done |= torch.isin(nxt, stops)
-            if done.all():
-                break
-            last = nxt.repeat_interleave(k)  # (B*k,) every passage row continues with the chosen token
-        return self.reader.decode(tokens)
+        log_prior = doc_log_prior(ret.doc_scores, self.temperature)  # (B, k)
+        if self.marginal == "token":
+            return token_decode(self.reader, pairs, log_prior, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                max_source_length=self.max_source_length)
+        return sequence_decode(self.reader, pairs, log_prior, decoding=self.decoding, num_beams=num_beams,
+                               max_new_tokens=max_new_tokens, max_source_length=self.max_source_length,
+                               max_target_length=self.max_target_length)

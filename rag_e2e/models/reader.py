@@ -49,6 +49,10 @@ class StepDecoder(Protocol):
 
     def step(self, tokens: torch.Tensor | None) -> torch.Tensor: ...
 
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Row i continues from what row rows[i] has decoded (beam search; the row count may change)."""
+        ...
+
 
 @runtime_checkable
 class Reader(Protocol):
@@ -68,8 +72,9 @@ class Reader(Protocol):
         ...
 
     def generate(self, pairs: Pairs, max_source_length: int, *, num_beams: int = 1,
-                 max_new_tokens: int = 16) -> list[str]:
-        """One answer string per row: the answer only, never the prompt."""
+                 max_new_tokens: int = 16, num_return: int = 1) -> list[str]:
+        """`num_return` (≤ num_beams) answer strings per row, row-major, best first: the answer only, never the
+        prompt."""
         ...
 
     def start_decoding(self, pairs: Pairs, max_source_length: int) -> StepDecoder:
@@ -157,16 +162,17 @@ class MemoizedReader:
         return out.to(labels.device)
 
     def generate(self, pairs: Pairs, max_source_length: int, *, num_beams: int = 1,
-                 max_new_tokens: int = 16) -> list[str]:
-        keys = [(pairs.titles[i], pairs.texts[i], pairs.questions[i], max_source_length, num_beams, max_new_tokens)
-                for i in range(len(pairs))]
+                 max_new_tokens: int = 16, num_return: int = 1) -> list[str]:
+        keys = [(pairs.titles[i], pairs.texts[i], pairs.questions[i], max_source_length, num_beams, max_new_tokens,
+                 num_return) for i in range(len(pairs))]
         todo = _unseen(keys, self._answers)
         if todo:
             with torch.no_grad(), eval_mode(self.model):
                 fresh = self.inner.generate(pairs.select(todo), max_source_length, num_beams=num_beams,
-                                            max_new_tokens=max_new_tokens)
-            self._answers.update({keys[i]: answer for i, answer in zip(todo, fresh)})
-        return [self._answers[key] for key in keys]
+                                            max_new_tokens=max_new_tokens, num_return=num_return)
+            for j, i in enumerate(todo):
+                self._answers[keys[i]] = fresh[j * num_return : (j + 1) * num_return]
+        return [answer for key in keys for answer in self._answers[key]]
 
     def start_decoding(self, pairs: Pairs, max_source_length: int) -> StepDecoder:
         return self.inner.start_decoding(pairs, max_source_length)

@@ -61,7 +61,7 @@ def encode_sources(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str], te
 
 
 class _Seq2SeqSteps:
-    """Greedy steps with the encoder run once and the decoder's KV cache reused."""
+    """Decoding steps with the encoder run once and the decoder's KV cache reused."""
 
     def __init__(self, model: nn.Module, src: dict[str, torch.Tensor]):
         self.model, self.mask = model, src["attention_mask"]
@@ -76,6 +76,13 @@ class _Seq2SeqSteps:
                          decoder_input_ids=tokens.unsqueeze(1), cache=self.past, use_cache=True)
         self.past = out.cache
         return torch.log_softmax(out.logits[:, -1].float(), -1)  # (N, V)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Continue row i from row rows[i] (beam search): the encoder states, mask and KV cache follow."""
+        states = self.encoder_outputs.last_hidden_state.index_select(0, rows)
+        self.encoder_outputs = type(self.encoder_outputs)(last_hidden_state=states)
+        self.mask = self.mask.index_select(0, rows)
+        self.past.reorder_cache(rows)
 
 
 class Seq2SeqReader:
@@ -102,9 +109,9 @@ class Seq2SeqReader:
         return self.model(**src, decoder_input_ids=dec_in).logits  # (N, T, V)
 
     def generate(self, pairs: Pairs, max_source_length: int, *, num_beams: int = 1,
-                 max_new_tokens: int = 16) -> list[str]:
+                 max_new_tokens: int = 16, num_return: int = 1) -> list[str]:
         out = self.model.generate(**self.sources(pairs, max_source_length), num_beams=num_beams,
-                                  max_new_tokens=max_new_tokens, do_sample=False)
+                                  num_return_sequences=num_return, max_new_tokens=max_new_tokens, do_sample=False)
         return decode_answers(self.tokenizer, out)  # the decoder's output is the answer alone
 
     def start_decoding(self, pairs: Pairs, max_source_length: int) -> _Seq2SeqSteps:

@@ -58,6 +58,14 @@ def test_command_line_wins_over_experiment_which_wins_over_groups():
         # defect 3: a reader warm-up with no reader loss trained nothing (and backward raised)
         ("model.reader_warmup_steps=10", "`model.reader_loss_weight=0` turns off"),
         ("model.reader_ready_nll=1.0", "`model.reader_warmup_steps`/`model.reader_ready_nll`"),
+        # the objectives: names from the registry, each one's own limits
+        ("model.loss=pdistill", "one of sequence, token, emdr2, pdist, loop, lsr, gumbel_topk"),
+        ("model.loss=pdist model.label_smoothing=0.1", "`model.label_smoothing` applies to the sequence/token"),
+        ("model.loss=loop retriever.k=1", "`model.loss=loop` needs at least 2 passages"),
+        ("model.loss=gumbel_topk retriever.read_gold=true", "`model.loss=gumbel_topk` needs at least 2"),
+        ("model.loss=gumbel_topk retriever.k=2", "set `model.gumbel_set_size` below `retriever.k`"),
+        ("model.lm_temperature=0", "`model.lm_temperature`"),
+        ("eval.decoding=quick", "set `eval.decoding` to one of thorough, fast"),
     ],
 )
 def test_bad_overrides_are_rejected_naming_the_key(override, needle):

@@ -191,3 +191,14 @@ def test_update_readme_replaces_only_the_results_block(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(RagE2EError, match="results:start"):
         update_readme(readme, out / "results.md", out)
+
+
+def test_report_command_picks_the_columns(runs_root, tmp_path):
+    from rag_e2e.cli import main
+
+    out = tmp_path / "cols"
+    assert main(["report", str(runs_root), f"out={out}", "metrics=init/recall@5,test/recall@5,test/em"]) == 0
+    md = (out / "results.md").read_text()
+    assert "| system | seeds | init R@5 | R@5 | EM | time |" in md
+    init = next(r for r in summarize(collect_runs([runs_root]), ["init/recall@5"]) if r.label == "sys_b")
+    assert f"{100 * init.mean['init/recall@5']:.1f} ± {100 * init.std['init/recall@5']:.1f}" in md

@@ -112,9 +112,10 @@ def test_both_rag_losses_train_the_query_encoder_through_a_causal_reader(arch, l
                                 "generator.ffn_dim=64")
     batch = next(iter(parts.datamodule.train_dataloader()))
     batch = batch["rag"] if isinstance(batch, dict) else batch
-    nll, ret = parts.module.rag(batch.q_ids, batch.q_mask, batch.questions, batch.labels)
+    terms, out = parts.module.objective_terms(batch)
+    nll, ret = terms.reader, out.retrieved
     assert nll.shape == (len(batch.examples),) and torch.isfinite(nll).all() and (nll > 0).all()
-    nll.mean().backward()
+    terms.total.mean().backward()
     query = [p.grad for p in parts.module.rag.encoder.query_model.parameters() if p.grad is not None]
     assert query and sum(g.abs().sum().item() for g in query) > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in parts.module.rag.generator.parameters())

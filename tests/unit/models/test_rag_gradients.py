@@ -5,15 +5,16 @@ import pytest
 import torch
 from helpers import assemble_with_index, tiny_config
 
+from rag_e2e.losses import OBJECTIVES, rag_sequence_nll
 from rag_e2e.train import assemble, build_trainer
 
 
 def _one_step(module, datamodule):
     batch = next(iter(datamodule.train_dataloader()))
     batch = batch["rag"] if isinstance(batch, dict) else batch
-    nll, ret = module.rag(batch.q_ids, batch.q_mask, batch.questions, batch.labels)
-    nll.mean().backward()
-    return nll, ret
+    terms, out = module.objective_terms(batch)
+    terms.total.mean().backward()
+    return terms.reader, out.retrieved
 
 
 @pytest.mark.parametrize("loss", ["sequence", "token"])
@@ -154,9 +155,37 @@ def test_read_gold_reads_each_questions_gold_passage_with_prior_one():
     read = rag.to_read(ret, batch.examples, rag.k)
     assert read.rows.shape == (len(batch.examples), 1)
     assert [rag.corpus[r].pid for r in read.rows[:, 0].tolist()] == [ex.gold_pids[0] for ex in batch.examples]
-    nll, used = rag(batch.q_ids, batch.q_mask, batch.questions, batch.labels, examples=batch.examples)
+    terms, out = parts.module.objective_terms(batch)
+    nll, used = terms.reader, out.retrieved
     assert torch.equal(used.rows, read.rows) and rag.k == 1
     gold = [rag.corpus[r] for r in read.rows[:, 0].tolist()]
     reader_nll = rag.reader_nll([p.title for p in gold], [p.text for p in gold], batch.questions,
                                 [ex.answers[0] for ex in batch.examples])
     torch.testing.assert_close(nll, reader_nll)  # one passage with prior 1: the marginal is the reader's NLL
+
+
+@pytest.mark.parametrize("loss", sorted(OBJECTIVES))
+def test_every_objective_trains_the_query_encoder_and_the_reader_through_the_module(loss):
+    parts = assemble_with_index(f"model.loss={loss}", "retriever.k=3")
+    batch = next(iter(parts.datamodule.train_dataloader()))
+    batch = batch["rag"] if isinstance(batch, dict) else batch
+    terms, out = parts.module.objective_terms(batch)
+    assert terms.reader.shape == terms.retriever.shape == (len(batch.examples),)
+    assert torch.isfinite(terms.total).all() and out.scores.token_ll.shape[:2] == out.retrieved.rows.shape
+    terms.total.mean().backward()
+    assert _grad_norm(parts.module.rag.encoder.query_model) > 0
+    assert _grad_norm(parts.module.rag.generator) > 0
+
+
+def test_label_smoothing_reads_full_distributions_and_matches_the_logits_loss():
+    parts = assemble_with_index("model.label_smoothing=0.1", "retriever.k=3")
+    rag = parts.module.rag.eval()
+    batch = next(iter(parts.datamodule.val_dataloader()))
+    terms, out = parts.module.objective_terms(batch)
+    assert out.scores.token_logprobs is not None
+    k = out.retrieved.rows.shape[1]
+    pairs = rag.pairs(batch.questions, out.retrieved.rows)
+    logits = rag.reader.answer_logits(pairs, batch.labels.repeat_interleave(k, 0), rag.max_source_length)
+    want = rag_sequence_nll(logits, out.retrieved.doc_scores, batch.labels, k, temperature=rag.temperature,
+                            epsilon=0.1)
+    torch.testing.assert_close(terms.reader, want, rtol=1e-6, atol=1e-6)
