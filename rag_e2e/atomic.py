@@ -8,6 +8,7 @@ loss or kernel crash, not only a killed process.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -62,6 +63,12 @@ def write_file(path: str | Path, write: Callable[[Path], None]) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write `text` (UTF-8) to `path`."""
     return write_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, payload: object) -> Path:
+    """Atomically write `payload` as indented JSON to `path`, creating its folder (benchmark results)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

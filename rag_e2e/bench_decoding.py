@@ -10,7 +10,6 @@ per batch, with the reader's memo off so neither reuses the other's work. Prints
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -95,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{decoding:<10}{d['answers_per_s']:>11.2f}{100 * d['em']:>8.1f}{100 * d['f1']:>8.1f}"
               f"{d['rescored_rows']:>15}")
     print(f"same answer from both: {r['same_answers']} of {r['questions']}")
-    out = Path(opts["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out, json.dumps({"device": device, "overrides": overrides, **r}, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {atomic.write_json(Path(opts['out']), {'device': device, 'overrides': overrides, **r})}")
     return 0
 
 

@@ -12,7 +12,6 @@ Defaults: open-domain SQuAD (shared data), MiniLM retriever, the packaged SmolLM
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -98,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'bare reader forward + backward':<48}{result['bare_tokens_per_s']:>10.0f}")
     print(f"{'RAG training step (retrieve, read, marginalize)':<48}{result['rag_tokens_per_s']:>10.0f}")
     print(f"{'overhead of retrieval + marginalization':<48}{100 * result['overhead']:>9.1f}%  (goal <= 15%)")
-    out = Path(opts["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out, json.dumps({"device": device, "overrides": overrides, **result}, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {atomic.write_json(Path(opts['out']), {'device': device, 'overrides': overrides, **result})}")
     return 0
 
 

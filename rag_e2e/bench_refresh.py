@@ -13,7 +13,6 @@ Training runs the end-to-end retriever (passage tower trained, fresh doc scores)
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -135,9 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{row['ratio_vs_off']:>8.2f}" if mode != "off" else ""
         label = f"train steps/s, refresh {mode} ({row['refreshes']} refreshes)"
         print(f"{label:<44}{row['steps_per_s']:>12.2f}{ratio}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out, json.dumps({"device": device, "overrides": overrides, "every": int(opts["every"]),
-                               "encoding": enc, "training": train}, indent=2) + "\n")
+    atomic.write_json(out, {"device": device, "overrides": overrides, "every": int(opts["every"]), "encoding": enc,
+                            "training": train})
     print(f"wrote {out}")
     return 0
 
