@@ -250,6 +250,9 @@ class ModelConfig:
     gumbel_samples: int = 4  # gumbel_topk: passage sets sampled per question
     gumbel_set_size: int = 2  # gumbel_topk: passages per sampled set (< retriever.k)
     gumbel_temperature: float = 0.5  # gumbel_topk: temperature of the relaxed top-k
+    # emdr2/pdist/loop/lsr/gumbel_topk train the reader on the k passages as a mixture: uniform (its own likelihood,
+    # blind to the retriever, as Atlas's reader) or retriever (weighted by the retriever, held fixed)
+    reader_mix: str = "uniform"
     lr: float = 1e-3  # generator
     retriever_lr: float = 1e-4  # query encoder
     passage_lr: float | None = None  # passage encoder (retriever.train_passage_encoder); null = retriever_lr
@@ -271,6 +274,7 @@ class ModelConfig:
                "set it to 0")
         _check(self.lm_temperature > 0 and self.lsr_temperature > 0 and self.gumbel_temperature > 0,
                "set `model.lm_temperature`, `model.lsr_temperature` and `model.gumbel_temperature` > 0")
+        _one_of(self.reader_mix, ("uniform", "retriever"), "model.reader_mix")
         _check(self.gumbel_samples >= 1 and self.gumbel_set_size >= 1,
                "set `model.gumbel_samples` and `model.gumbel_set_size` >= 1")
         _check(self.lr > 0 and self.retriever_lr >= 0, "set `model.lr` > 0 and `model.retriever_lr` >= 0")

@@ -204,6 +204,7 @@ class ObjectiveSettings:
     gumbel_samples: int = 4  # sampled passage sets per question (`model.gumbel_samples`)
     gumbel_set_size: int = 2  # passages per sampled set, < k (`model.gumbel_set_size`)
     gumbel_temperature: float = 0.5  # λ of the relaxed top-k (`model.gumbel_temperature`)
+    reader_mix: str = "uniform"  # the non-marginal objectives' reader term, see `reader_nll` (`model.reader_mix`)
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,25 @@ def set_nll(answer_ll: torch.Tensor) -> torch.Tensor:
     return -(torch.logsumexp(answer_ll, dim=-1) - math.log(answer_ll.shape[-1]))
 
 
+READER_MIXES = ("uniform", "retriever")
+
+
+def reader_nll(x: ReaderScores, s: ObjectiveSettings) -> torch.Tensor:
+    """The reader term of the objectives that train the retriever apart (emdr2, pdist, loop, lsr, gumbel_topk): the
+    reader's NLL of the answer given the k retrieved passages, read as a mixture, (B,).
+
+        uniform    −log p(y|x,S_k) = −log (1/k) Σ_z p(y|x,z)     the reader's own likelihood, blind to the retriever
+                                                                 (as Atlas's Fusion-in-Decoder reader reads its top-k)
+        retriever  −log Σ_z sg(p_R(z|x)) p(y|x,z)                 passages weighted by the retriever, held fixed (the
+                                                                 RAG-Sequence marginal's reader side)
+    """
+    if s.reader_mix == "uniform":
+        return set_nll(x.answer_ll)
+    if s.reader_mix == "retriever":
+        return sequence_marginal_nll(x.retriever_constant(), s.prior_temperature)
+    raise ValueError(f"reader_mix is one of {', '.join(READER_MIXES)} (got '{s.reader_mix}')")
+
+
 def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) = Σ_z p_z (log p_z − log q_z) over the last axis, from log-probabilities. -> (B,)."""
     return (log_p.exp() * (log_p - log_q)).sum(-1)
@@ -282,12 +302,13 @@ def emdr2_objective(x: ReaderScores, s: ObjectiveSettings) -> Terms:
 
         retriever = −log Σ_z p_R(z|x) · sg(p(y|x,z))
 
-    and the reader trains on its own likelihood of the answer given the retrieved set, −log p(y|x,S_k) (Atlas's
-    reader reads the top-k together, Fusion-in-Decoder; ours reads them as a uniform mixture).
+    and the reader on `reader_nll` (by default its own likelihood of the answer given the retrieved set,
+    −log p(y|x,S_k): Atlas's reader reads the top-k together, Fusion-in-Decoder; ours reads them as a uniform
+    mixture). With `reader_mix=retriever` this is RAG-Sequence exactly (a per-passage reader has no other set reading).
     Paper → ours: p_RETR(d_k|q) = p_R(z|x), p_LM(a|q,d_k) = exp(ll_z).
     """
     log_prior = doc_log_prior(x.doc_scores, s.prior_temperature)
-    return Terms(reader=set_nll(x.answer_ll), retriever=-marginalize(x.answer_ll.detach(), log_prior))
+    return Terms(reader=reader_nll(x, s), retriever=-marginalize(x.answer_ll.detach(), log_prior))
 
 
 @objective("pdist")
@@ -296,10 +317,10 @@ def pdist_objective(x: ReaderScores, s: ObjectiveSettings) -> Terms:
 
         retriever = KL( p_LM ‖ p_R ),   p_LM(z) = softmax_z( sg(ll_z) / τ ),   τ = `model.lm_temperature`
 
-    Reader: −log p(y|x,S_k), as in `emdr2`. Paper → ours: p_k ∝ exp(log p_LM(a|d_k,q)/τ) = p_LM(z); θ as above.
+    Reader: `reader_nll`, as in `emdr2`. Paper → ours: p_k ∝ exp(log p_LM(a|d_k,q)/τ) = p_LM(z); θ as above.
     """
     target = F.log_softmax(x.answer_ll.detach() / s.lm_temperature, dim=-1)  # (B, k)
-    return Terms(reader=set_nll(x.answer_ll),
+    return Terms(reader=reader_nll(x, s),
                  retriever=kl(target, doc_log_prior(x.doc_scores, s.prior_temperature)))
 
 
@@ -318,11 +339,11 @@ def loop_objective(x: ReaderScores, s: ObjectiveSettings) -> Terms:
 
         retriever = KL( p_LOOP ‖ p_R ),   p_LOOP(z) = softmax_z( −sg(log p(y|x, S_k \\ {z})) / τ )
 
-    Reader: −log p(y|x,S_k), as in `emdr2`. Paper → ours: p_LOOP(d_k) ∝ exp(−log p_LM(a|D_K\\{d_k}, q)) (τ = 1
+    Reader: `reader_nll`, as in `emdr2`. Paper → ours: p_LOOP(d_k) ∝ exp(−log p_LM(a|D_K\\{d_k}, q)) (τ = 1
     there; `model.lm_temperature` here). Needs k ≥ 2.
     """
     target = F.log_softmax(-leave_one_out_ll(x.answer_ll.detach()) / s.lm_temperature, dim=-1)  # (B, k)
-    return Terms(reader=set_nll(x.answer_ll),
+    return Terms(reader=reader_nll(x, s),
                  retriever=kl(target, doc_log_prior(x.doc_scores, s.prior_temperature)))
 
 
@@ -333,11 +354,11 @@ def lsr_objective(x: ReaderScores, s: ObjectiveSettings) -> Terms:
         retriever = KL( p_R ‖ Q ),   Q(z) = softmax_z( sg(p(y|x,z)) / β ),   β = `model.lsr_temperature`
 
     Note Q is a softmax of likelihoods, not log-likelihoods, and the KL runs from p_R (mode-seeking), unlike
-    `pdist`. Reader: −log p(y|x,S_k) (no gradient when the reader is frozen, REPLUG's setting).
+    `pdist`. Reader: `reader_nll` (no gradient when the reader is frozen, REPLUG's setting).
     Paper → ours: P_R(d|x) = softmax(s(d,x)/γ) = p_R with γ = θ; Q(d|x,y) = Q(z); P_LM(y|d,x) = exp(ll_z).
     """
     log_q = F.log_softmax(x.answer_ll.detach().exp() / s.lsr_temperature, dim=-1)  # (B, k)
-    return Terms(reader=set_nll(x.answer_ll),
+    return Terms(reader=reader_nll(x, s),
                  retriever=kl(doc_log_prior(x.doc_scores, s.prior_temperature), log_q))
 
 
@@ -390,7 +411,7 @@ def gumbel_topk_objective(x: ReaderScores, s: ObjectiveSettings, noise: torch.Te
 
     differentiated through the straight-through relaxed top-m (temperature λ). S = `model.gumbel_samples`,
     m = `model.gumbel_set_size` (< k), λ = `model.gumbel_temperature`; `noise` (B, S, k) fixes g for tests.
-    Reader: −log p(y|x,S_k), as in `emdr2`. Paper → ours: the retrieval policy's top-k sample = S_i, utility
+    Reader: `reader_nll`, as in `emdr2`. Paper → ours: the retrieval policy's top-k sample = S_i, utility
     U(y, G(x, S_i)) = the answer log-likelihood given S_i.
     """
     batch, k = x.doc_scores.shape
@@ -399,4 +420,4 @@ def gumbel_topk_objective(x: ReaderScores, s: ObjectiveSettings, noise: torch.Te
     keys = x.doc_scores.unsqueeze(1) / s.prior_temperature + noise  # (B, S, k)
     mask = relaxed_topk(keys, s.gumbel_set_size, s.gumbel_temperature)  # (B, S, k)
     utility = set_utility(x.answer_ll.detach(), mask)  # (B, S)
-    return Terms(reader=set_nll(x.answer_ll), retriever=-utility.mean(-1))
+    return Terms(reader=reader_nll(x, s), retriever=-utility.mean(-1))

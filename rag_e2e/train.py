@@ -135,7 +135,7 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                               prior_temperature=r.temperature, lm_temperature=m.lm_temperature,
                               lsr_temperature=m.lsr_temperature, label_smoothing=m.label_smoothing,
                               gumbel_samples=m.gumbel_samples, gumbel_set_size=m.gumbel_set_size,
-                              gumbel_temperature=m.gumbel_temperature),
+                              gumbel_temperature=m.gumbel_temperature, reader_mix=m.reader_mix),
                           freeze_query_encoder=r.query_frozen,
                           train_passage_encoder=r.train_passage_encoder, passage_lr=m.passage_lr,
                           passage_ready_recall=m.passage_ready_recall,

@@ -91,6 +91,14 @@ def test_hand_computed_values(name):
     torch.testing.assert_close(terms.total, terms.reader + terms.retriever, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["emdr2", "pdist", "loop", "lsr", "gumbel_topk"])
+def test_reader_mix_retriever_trains_the_reader_on_the_retriever_weighted_marginal(name):
+    overrides, _, retriever = EXPECTED[name]
+    terms = _terms(name, _case(), ObjectiveSettings(**overrides, reader_mix="retriever"))
+    torch.testing.assert_close(terms.reader, torch.tensor(SEQUENCE, dtype=torch.float64), rtol=0, atol=ATOL)
+    torch.testing.assert_close(terms.retriever, torch.tensor(retriever, dtype=torch.float64), rtol=0, atol=ATOL)
+
+
 def _random_scores(batch: int = 3, k: int = 4, tgt_len: int = 3) -> ReaderScores:
     doc_scores = torch.randn(batch, k, dtype=torch.float64) * 2
     token_ll = torch.log_softmax(torch.randn(batch, k, tgt_len, 7, dtype=torch.float64) * 2, -1)[..., 0]
@@ -98,11 +106,12 @@ def _random_scores(batch: int = 3, k: int = 4, tgt_len: int = 3) -> ReaderScores
     return ReaderScores(doc_scores.requires_grad_(True), token_ll.requires_grad_(True))
 
 
+@pytest.mark.parametrize("reader_mix", ["uniform", "retriever"])
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_each_term_trains_only_its_own_side(name):
+def test_each_term_trains_only_its_own_side(name, reader_mix):
     scores = _random_scores()
-    terms = _terms(name, scores, ObjectiveSettings(gumbel_samples=8, gumbel_set_size=2)) if name != "gumbel_topk" \
-        else gumbel_topk_objective(scores, ObjectiveSettings(gumbel_samples=8, gumbel_set_size=2))
+    settings = ObjectiveSettings(gumbel_samples=8, gumbel_set_size=2, reader_mix=reader_mix)
+    terms = OBJECTIVES[name].fn(scores, settings)
     d_scores, d_ll = torch.autograd.grad(terms.retriever.sum(), [scores.doc_scores, scores.token_ll],
                                          allow_unused=True, retain_graph=True)
     assert d_ll is None, "the retriever term must not train the reader"

@@ -65,6 +65,7 @@ def test_command_line_wins_over_experiment_which_wins_over_groups():
         ("model.loss=gumbel_topk retriever.read_gold=true", "`model.loss=gumbel_topk` needs at least 2"),
         ("model.loss=gumbel_topk retriever.k=2", "set `model.gumbel_set_size` below `retriever.k`"),
         ("model.lm_temperature=0", "`model.lm_temperature`"),
+        ("model.reader_mix=posterior", "set `model.reader_mix` to one of uniform, retriever"),
         ("eval.decoding=quick", "set `eval.decoding` to one of thorough, fast"),
     ],
 )
