@@ -266,7 +266,7 @@ class ModelConfig:
     reader_ready_nll: float | None = None  # ...or fewer: once the reader's running NLL (nats/answer) is below this
 
     def __post_init__(self) -> None:
-        from rag_e2e.losses import OBJECTIVES  # the registry is the list of choices (no second copy here)
+        from rag_e2e.losses import OBJECTIVES, READER_MIXES  # the lists of choices (no second copy here)
 
         _one_of(self.loss, tuple(OBJECTIVES), "model.loss")
         _check(self.label_smoothing == 0 or OBJECTIVES[self.loss].label_smoothing,
@@ -274,7 +274,7 @@ class ModelConfig:
                "set it to 0")
         _check(self.lm_temperature > 0 and self.lsr_temperature > 0 and self.gumbel_temperature > 0,
                "set `model.lm_temperature`, `model.lsr_temperature` and `model.gumbel_temperature` > 0")
-        _one_of(self.reader_mix, ("uniform", "retriever"), "model.reader_mix")
+        _one_of(self.reader_mix, READER_MIXES, "model.reader_mix")
         _check(self.gumbel_samples >= 1 and self.gumbel_set_size >= 1,
                "set `model.gumbel_samples` and `model.gumbel_set_size` >= 1")
         _check(self.lr > 0 and self.retriever_lr >= 0, "set `model.lr` > 0 and `model.retriever_lr` >= 0")

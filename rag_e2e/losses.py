@@ -307,8 +307,7 @@ def emdr2_objective(x: ReaderScores, s: ObjectiveSettings) -> Terms:
     mixture). With `reader_mix=retriever` this is RAG-Sequence exactly (a per-passage reader has no other set reading).
     Paper → ours: p_RETR(d_k|q) = p_R(z|x), p_LM(a|q,d_k) = exp(ll_z).
     """
-    log_prior = doc_log_prior(x.doc_scores, s.prior_temperature)
-    return Terms(reader=reader_nll(x, s), retriever=-marginalize(x.answer_ll.detach(), log_prior))
+    return Terms(reader=reader_nll(x, s), retriever=sequence_marginal_nll(x.reader_constant(), s.prior_temperature))
 
 
 @objective("pdist")
@@ -380,10 +379,9 @@ def relaxed_topk(keys: torch.Tensor, m: int, temperature: float) -> torch.Tensor
     return hard + (soft - soft.detach())  # exactly `hard` forward
 
 
-def gumbel_noise(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
+def gumbel_noise(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel samples −log(−log U)."""
-    u = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
+    u = torch.rand(shape, dtype=like.dtype, device=like.device)
     tiny = torch.finfo(like.dtype).tiny
     return -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))
 

@@ -11,7 +11,7 @@ from torch import nn
 from rag_e2e.data.types import Passage, QAExample
 from rag_e2e.losses import ReaderScores, doc_log_prior, scores_from_logits
 from rag_e2e.models.decoding import sequence_decode, token_decode
-from rag_e2e.models.reader import Pairs, Reader, token_ll
+from rag_e2e.models.reader import Pairs, Reader, softmax_precision, token_ll
 from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
 from rag_e2e.retrieval.index import Index
 
@@ -157,7 +157,7 @@ class RagModel(nn.Module):
             tok_ll = self.token_ll(pairs, rep).view(batch, k, -1)  # (B, k, T)
             return RagOutput(ret, ReaderScores(ret.doc_scores, tok_ll))
         logits = self.reader.answer_logits(pairs, rep, self.max_source_length)  # (B*k, T, V)
-        logits = logits if logits.dtype == torch.float64 else logits.float()
+        logits = softmax_precision(logits)
         return RagOutput(ret, scores_from_logits(logits, ret.doc_scores, labels, k))
 
     def reader_nll(self, titles: list[str], texts: list[str], questions: list[str], answers: list[str]) -> torch.Tensor:

@@ -86,11 +86,16 @@ class Reader(Protocol):
         ...
 
 
+def softmax_precision(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in at least fp32 for a log-softmax (bf16/fp16 logits lose the tail); float64 stays float64."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 def answer_token_ll(reader: Reader, pairs: Pairs, labels: torch.Tensor, max_source_length: int) -> torch.Tensor:
     """(N, T) log p(y_t | pair, y_<t) of each label token; 0 at ignored positions."""
     logits = reader.answer_logits(pairs, labels, max_source_length)  # (N, T, V)
     keep = labels.ne(IGNORE)
-    logits = logits if logits.dtype == torch.float64 else logits.float()  # bf16/fp16 logits: softmax in fp32
+    logits = softmax_precision(logits)
     logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     return logp.masked_fill(~keep, 0.0)
 
