@@ -15,6 +15,12 @@ USAGE = """usage: rag-e2e <command> [args]
   report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B] [metrics=K,K] [readme=README.md]
                                        Markdown + LaTeX tables (mean ± std over seeds) and PNG plots; with
                                        readme=, the table replaces the README's <!-- results --> block
+  export <run dir> <out dir> [checkpoint=PATH] [lora=merged|adapter] [overrides...]
+                                       a self-contained pipeline folder (encoders, reader, passages, one index)
+  ask <pipeline dir> "question"... [k=N] [--json]
+                                       answer with the cited passages (ids, titles, scores)
+  serve <pipeline dir> [host=H] [port=P] [max_batch=N] [max_wait_ms=MS] [max_k=N] [max_questions=N]
+                                       HTTP JSON API: POST /ask, GET /health (dynamic batching)
 
 overrides: `group=name` (e.g. experiment=squad/rag_end2end, data=squad) or `a.b=value` (e.g. trainer.max_steps=100)
 """
@@ -79,7 +85,89 @@ def cmd_report(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config, "report": cmd_report}
+def _positional(args: list[str], options: dict[str, str]) -> list[str]:
+    """Fill `options` from `key=value` args whose key it names; the other args, in order."""
+    from rag_e2e.compose import split_options
+
+    found, rest = split_options(args, options)
+    options.update(found)
+    return rest
+
+
+def cmd_export(args: list[str]) -> int:
+    from rag_e2e.errors import ConfigError
+    from rag_e2e.inference.export import export_run
+
+    if len(args) < 2:  # the paths come first: Hydra sweep directories have `=` in their names
+        raise ConfigError("usage: rag-e2e export <run dir> <out dir> [checkpoint=PATH] [lora=merged|adapter] "
+                          "[overrides...]")
+    options = {"checkpoint": "", "lora": "merged"}
+    overrides = _positional(args[2:], options)
+    out = export_run(args[0], args[1], checkpoint=options["checkpoint"] or None, lora=options["lora"],
+                     overrides=overrides, progress=True)
+    print(f"exported: {out}")
+    return 0
+
+
+def _load_pipeline(path: str, options: dict[str, str]):
+    from rag_e2e.inference.pipeline import RagPipeline
+
+    return RagPipeline.from_pretrained(path, index_kind=options.get("index") or None,
+                                       device=options.get("device") or "cpu")
+
+
+def cmd_ask(args: list[str]) -> int:
+    import json
+
+    from rag_e2e.errors import ConfigError
+
+    as_json = "--json" in args
+    options = {"k": "", "device": "", "index": ""}
+    rest = _positional([a for a in args if a != "--json"], options)
+    if len(rest) < 2:
+        raise ConfigError('usage: rag-e2e ask <pipeline dir> "question" ["question" ...] [k=N] [--json]')
+    if options["k"] and not options["k"].isdigit():
+        raise ConfigError(f"rag-e2e ask: k must be a positive integer, got {options['k']!r}")
+    pipeline = _load_pipeline(rest[0], options)
+    k = int(options["k"]) if options["k"] else None
+    if k is not None and not 1 <= k <= pipeline.index.size:
+        raise ConfigError(f"rag-e2e ask: k must be in [1, {pipeline.index.size}] (the corpus size), got {k}")
+    answers = pipeline.ask(rest[1:], k=k)
+    if as_json:
+        print(json.dumps([a.to_dict() for a in answers], indent=2, ensure_ascii=False))
+        return 0
+    for a in answers:
+        print(f"Q: {a.question}\nA: {a.answer}")
+        for c in a.passages:
+            text = c.text if len(c.text) <= 160 else c.text[:157] + "..."
+            print(f"  [{c.rank}] {c.pid}  {c.score:.3f}  {c.title}: {text}")
+    return 0
+
+
+def cmd_serve(args: list[str]) -> int:
+    from rag_e2e.errors import ConfigError
+    from rag_e2e.inference.serve import ServeLimits, serve
+
+    limits = {"max_body_bytes": "", "max_questions": "", "max_question_chars": "", "max_k": "", "max_batch": "",
+              "max_wait_ms": ""}
+    options = {"host": "127.0.0.1", "port": "8000", "device": "", "index": "", **limits}
+    rest = _positional(args, options)
+    if len(rest) != 1:
+        raise ConfigError("usage: rag-e2e serve <pipeline dir> [host=127.0.0.1] [port=8000] [max_batch=16] "
+                          "[max_wait_ms=5] [max_k=20] [max_questions=32] [max_body_bytes=65536]")
+    try:
+        chosen = {key: float(options[key]) if key == "max_wait_ms" else int(options[key])
+                  for key in limits if options[key]}
+        port = int(options["port"])
+        serve_limits = ServeLimits(**chosen)
+    except ValueError as err:
+        raise ConfigError(f"rag-e2e serve: {err}") from None
+    serve(_load_pipeline(rest[0], options), host=options["host"], port=port, limits=serve_limits)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config, "report": cmd_report, "export": cmd_export,
+            "ask": cmd_ask, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import OmegaConf
-from transformers import AutoModel
+from transformers import AutoModel, PreTrainedTokenizerBase
 
 from rag_e2e import atomic
 from rag_e2e.compose import to_yaml
@@ -30,6 +30,7 @@ from rag_e2e.lightning.refresh_callback import IndexRefreshCallback
 from rag_e2e.losses import ObjectiveSettings
 from rag_e2e.models.generator import build_reader, frozen_weight_names
 from rag_e2e.models.rag import RagModel
+from rag_e2e.models.reader import Reader
 from rag_e2e.retrieval.encoders import BiEncoder, build_encoder_model, load_tokenizer, resolve_name
 from rag_e2e.retrieval.refresh import IndexBuilder
 from rag_e2e.schedule import RefreshSchedule
@@ -84,11 +85,38 @@ def _strategy(cfg: RunConfig):
     return t.strategy
 
 
-def _index_params(cfg: RunConfig) -> dict:
+def index_params(cfg: RunConfig) -> dict:
+    """`build_index` keyword arguments for `cfg.index.kind`."""
     i = cfg.index
     return {"exact": {}, "faiss_flat": {}, "ivf_flat": {"nlist": i.nlist, "nprobe": i.nprobe, "seed": i.seed},
             "ivf_pq": {"nlist": i.nlist, "nprobe": i.nprobe, "pq_m": i.pq_m, "pq_bits": i.pq_bits, "seed": i.seed},
             "hnsw": {"hnsw_m": i.hnsw_m, "ef_search": i.ef_search}}[i.kind]
+
+
+def build_encoder(cfg: RunConfig, state_dict: dict[str, torch.Tensor] | None = None
+                  ) -> tuple[BiEncoder, PreTrainedTokenizerBase]:
+    """The bi-encoder `cfg.encoder` describes, with a RagLitModule checkpoint's weights when `state_dict` is given,
+    and the tokenizer both towers read with."""
+    enc_cfg = cfg.encoder
+    tokenizer = load_tokenizer(enc_cfg.name_or_path or enc_cfg.tokenizer)
+    encoder = BiEncoder(build_encoder_model(enc_cfg.name_or_path, tokenizer, hidden_size=enc_cfg.hidden_size,
+                                            num_layers=enc_cfg.num_layers, num_heads=enc_cfg.num_heads,
+                                            intermediate_size=enc_cfg.intermediate_size, seed=enc_cfg.seed),
+                        pooling=enc_cfg.pooling, shared=enc_cfg.shared_towers,
+                        passage_encoder=AutoModel.from_pretrained(resolve_name(enc_cfg.passage_name_or_path))
+                        if enc_cfg.passage_name_or_path else None)
+    if state_dict is not None:
+        _load_prefixed(encoder, state_dict, "rag.encoder.")
+    return encoder, tokenizer
+
+
+def build_trained_reader(cfg: RunConfig, state_dict: dict[str, torch.Tensor] | None = None) -> Reader:
+    """The reader `cfg.generator` describes, with a checkpoint's weights when `state_dict` is given (weights that
+    never train, e.g. a LoRA base, come from the base model and may be absent from it)."""
+    reader = build_reader(cfg.generator)
+    if state_dict is not None:
+        _load_prefixed(reader.model, state_dict, "rag.generator.", may_lack=frozen_weight_names(reader.model))
+    return reader
 
 
 def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True,
@@ -102,23 +130,13 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
     data = load_data(cfg.data, base_dir)
     _check_against_data(cfg, data)
     enc_cfg, gen_cfg = cfg.encoder, cfg.generator
-    q_tokenizer = load_tokenizer(enc_cfg.name_or_path or enc_cfg.tokenizer)
-    encoder = BiEncoder(build_encoder_model(enc_cfg.name_or_path, q_tokenizer, hidden_size=enc_cfg.hidden_size,
-                                            num_layers=enc_cfg.num_layers, num_heads=enc_cfg.num_heads,
-                                            intermediate_size=enc_cfg.intermediate_size, seed=enc_cfg.seed),
-                        pooling=enc_cfg.pooling, shared=enc_cfg.shared_towers,
-                        passage_encoder=AutoModel.from_pretrained(resolve_name(enc_cfg.passage_name_or_path))
-                        if enc_cfg.passage_name_or_path else None)
-    if state_dict is not None:
-        _load_prefixed(encoder, state_dict, "rag.encoder.")
+    encoder, q_tokenizer = build_encoder(cfg, state_dict)
     r = cfg.retriever
     builder = IndexBuilder(data.corpus, q_tokenizer, enc_cfg.max_passage_length, r.encode_batch_size,
-                           kind=cfg.index.kind, index_params=_index_params(cfg),
+                           kind=cfg.index.kind, index_params=index_params(cfg),
                            embeddings_dir=Path(cfg.index.embeddings_dir) if cfg.index.embeddings_dir else None,
                            embeddings_dtype=cfg.index.embeddings_dtype, shard_size=cfg.index.shard_size)
-    reader = build_reader(gen_cfg)
-    if state_dict is not None:
-        _load_prefixed(reader.model, state_dict, "rag.generator.", may_lack=frozen_weight_names(reader.model))
+    reader = build_trained_reader(cfg, state_dict)
     # Closed book reads one empty passage, read_gold the gold one: the marginal over one document is the reader NLL.
     k = 1 if r.closed_book or r.read_gold else r.k
     rag = RagModel(encoder, reader, data.corpus, None, k=k,

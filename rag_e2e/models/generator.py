@@ -110,10 +110,23 @@ def frozen_weight_names(model: nn.Module) -> set[str]:
     return {name for name in model.state_dict() if name not in trainable}
 
 
+def prompt_format(cfg: GeneratorConfig) -> PromptFormat:
+    """How a causal-LM reader prompts (seq2seq readers ignore it)."""
+    return PromptFormat(template=cfg.prompt_template, closed_book_template=cfg.closed_book_template,
+                        chat=cfg.chat_template, answer_prefix=cfg.answer_prefix, answer_suffix=cfg.answer_suffix,
+                        answer_stop=cfg.answer_stop)
+
+
+def wrap_reader(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat) -> Reader:
+    """`model` behind the `Reader` protocol of its family: seq2seq, or a causal LM prompted with `prompt`."""
+    if model.config.is_encoder_decoder:
+        return Seq2SeqReader(model, tokenizer)
+    return CausalLMReader(model, tokenizer, prompt)
+
+
 def build_reader(cfg: GeneratorConfig) -> Reader:
     """The reader `cfg` describes, behind the `Reader` protocol: seq2seq or causal LM, as its config says."""
     model, tokenizer = load_model(cfg)
-    seq2seq = model.config.is_encoder_decoder
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -121,12 +134,7 @@ def build_reader(cfg: GeneratorConfig) -> Reader:
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
         model = add_lora(model, cfg.lora)
-    if seq2seq:
-        reader: Reader = Seq2SeqReader(model, tokenizer)
-    else:
-        reader = CausalLMReader(model, tokenizer, PromptFormat(
-            template=cfg.prompt_template, closed_book_template=cfg.closed_book_template, chat=cfg.chat_template,
-            answer_prefix=cfg.answer_prefix, answer_suffix=cfg.answer_suffix, answer_stop=cfg.answer_stop))
+    reader = wrap_reader(model, tokenizer, prompt_format(cfg))
     if not cfg.train:
         model.requires_grad_(False)
         return MemoizedReader(reader)
