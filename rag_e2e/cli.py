@@ -17,7 +17,7 @@ USAGE = """usage: rag-e2e <command> [args]
                                        readme=, the table replaces the README's <!-- results --> block
   export <run dir> <out dir> [checkpoint=PATH] [lora=merged|adapter] [overrides...]
                                        a self-contained pipeline folder (encoders, reader, passages, one index)
-  ask <pipeline dir> "question"... [k=N] [--json]
+  ask <pipeline dir> "question"... [k=N] [--json] [index=hnsw|ivf_pq] [int8=true] [dtype=bfloat16] [compile=true]
                                        answer with the cited passages (ids, titles, scores)
   serve <pipeline dir> [host=H] [port=P] [max_batch=N] [max_wait_ms=MS] [max_k=N] [max_questions=N]
                                        HTTP JSON API: POST /ask, GET /health (dynamic batching)
@@ -109,11 +109,30 @@ def cmd_export(args: list[str]) -> int:
     return 0
 
 
+PIPELINE_OPTIONS = {"device": "", "index": "", "dtype": "float32", "int8": "false", "compile": "false"}
+
+
 def _load_pipeline(path: str, options: dict[str, str]):
+    """A pipeline folder loaded with the inference options (`index=hnsw`, `int8=true`, `dtype=bfloat16`, ...)."""
+    from rag_e2e.errors import ConfigError
+    from rag_e2e.inference.optimize import Optimizations, optimize
     from rag_e2e.inference.pipeline import RagPipeline
 
-    return RagPipeline.from_pretrained(path, index_kind=options.get("index") or None,
-                                       device=options.get("device") or "cpu")
+    flags = {}
+    for key in ("int8", "compile"):
+        if options[key] not in ("true", "false"):
+            raise ConfigError(f"`{key}` must be true or false, got {options[key]!r}")
+        flags[key] = options[key] == "true"
+    try:
+        opts = Optimizations(dtype=options["dtype"], **flags)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    pipeline = RagPipeline.from_pretrained(path, index_kind=options["index"] or None,
+                                           device=options["device"] or "cpu")
+    try:
+        return optimize(pipeline, opts)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def cmd_ask(args: list[str]) -> int:
@@ -122,7 +141,7 @@ def cmd_ask(args: list[str]) -> int:
     from rag_e2e.errors import ConfigError
 
     as_json = "--json" in args
-    options = {"k": "", "device": "", "index": ""}
+    options = {"k": "", **PIPELINE_OPTIONS}
     rest = _positional([a for a in args if a != "--json"], options)
     if len(rest) < 2:
         raise ConfigError('usage: rag-e2e ask <pipeline dir> "question" ["question" ...] [k=N] [--json]')
@@ -150,7 +169,7 @@ def cmd_serve(args: list[str]) -> int:
 
     limits = {"max_body_bytes": "", "max_questions": "", "max_question_chars": "", "max_k": "", "max_batch": "",
               "max_wait_ms": ""}
-    options = {"host": "127.0.0.1", "port": "8000", "device": "", "index": "", **limits}
+    options = {"host": "127.0.0.1", "port": "8000", **PIPELINE_OPTIONS, **limits}
     rest = _positional(args, options)
     if len(rest) != 1:
         raise ConfigError("usage: rag-e2e serve <pipeline dir> [host=127.0.0.1] [port=8000] [max_batch=16] "

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -208,6 +211,30 @@ def create_app(pipeline: RagPipeline, limits: ServeLimits | None = None) -> Fast
         return JSONResponse({"answers": [a.to_dict() for a in answers]})
 
     return app
+
+
+@contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", timeout_s: float = 60.0) -> Iterator[str]:
+    """Serve `app` on a free port in a background thread; yields its base URL, and stops it on exit (benchmarks,
+    tests)."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind((host, 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
+        sock.close()
 
 
 def serve(pipeline: RagPipeline, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits | None = None,

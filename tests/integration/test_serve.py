@@ -2,9 +2,6 @@
 
 import json
 import random
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -12,7 +9,7 @@ import pytest
 from helpers import tiny_config
 
 from rag_e2e.inference.export import pipeline_from_config
-from rag_e2e.inference.serve import ServeLimits, create_app
+from rag_e2e.inference.serve import ServeLimits, create_app, running
 
 LIMITS = ServeLimits(max_body_bytes=4096, max_questions=4, max_question_chars=200, max_k=5, max_batch=8,
                      max_wait_ms=20)
@@ -20,23 +17,11 @@ LIMITS = ServeLimits(max_body_bytes=4096, max_questions=4, max_question_chars=20
 
 @pytest.fixture(scope="module")
 def server():
-    """A uvicorn server on a free loopback port, in a thread; yields (base url, pipeline, app)."""
-    import uvicorn
-
+    """The app on a free loopback port (uvicorn in a thread); yields (base url, pipeline, app)."""
     pipeline = pipeline_from_config(tiny_config())
     app = create_app(pipeline, LIMITS)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", pipeline, app
-    srv.should_exit = True
-    thread.join(10)
+    with running(app) as url:
+        yield url, pipeline, app
 
 
 def _malformed(rng: random.Random, questions: list[str]) -> tuple[str, bytes, dict]:
