@@ -15,6 +15,9 @@ USAGE = """usage: rag-e2e <command> [args]
   report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B] [metrics=K,K] [readme=README.md]
                                        Markdown + LaTeX tables (mean ± std over seeds) and PNG plots; with
                                        readme=, the table replaces the README's <!-- results --> block
+  prepare <files or folders...> out=DIR [chunk_tokens=N] [overlap=N] [tokenizer=NAME] [qa=SQUAD.json] [strict=true]
+                                       raw .txt/.md/.html/.pdf/.jsonl -> passages.parquet + stats.json (resumable);
+                                       qa= aligns a SQuAD file to the passages (qa.jsonl; train with data=prepared)
   export <run dir> <out dir> [checkpoint=PATH] [lora=merged|adapter] [overrides...]
                                        a self-contained pipeline folder (encoders, reader, passages, one index)
   ask <pipeline dir> "question"... [k=N] [--json] [index=hnsw|ivf_pq] [int8=true] [dtype=bfloat16] [compile=true]
@@ -92,6 +95,33 @@ def _positional(args: list[str], options: dict[str, str]) -> list[str]:
     found, rest = split_options(args, options)
     options.update(found)
     return rest
+
+
+def cmd_prepare(args: list[str]) -> int:
+    from rag_e2e.config import PrepareConfig
+    from rag_e2e.errors import ConfigError
+    from rag_e2e.prepare.pipeline import CORPUS, prepare
+
+    options: dict[str, str] = {}
+    inputs = []
+    for arg in args:  # `key=value` is an option (unknown keys are refused there) unless it names an existing file
+        key, sep, value = arg.partition("=")
+        if sep and key.isidentifier() and not Path(arg).exists():
+            options[key] = value
+        else:
+            inputs.append(arg)
+    cfg = PrepareConfig.from_options(options)
+    if not inputs:
+        raise ConfigError("usage: rag-e2e prepare <files or folders...> out=DIR [key=value...]")
+    stats = prepare(inputs, cfg)
+    skipped = stats["files"]["skipped"]
+    print(f"documents: {stats['documents']} ({stats['duplicates']['exact']} exact and {stats['duplicates']['near']} "
+          f"near duplicates dropped); passages: {stats['passages']} (at most {stats['tokens']['max']} tokens); "
+          f"files: {stats['files']['done']} done ({stats['files']['resumed']} resumed), {len(skipped)} skipped")
+    if "qa" in stats:
+        print(f"questions aligned: {stats['qa']['aligned']} of {stats['qa']['questions']}")
+    print(f"corpus: {Path(cfg.out) / CORPUS}")
+    return 0
 
 
 def cmd_export(args: list[str]) -> int:
@@ -185,7 +215,8 @@ def cmd_serve(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config, "report": cmd_report, "export": cmd_export,
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config, "report": cmd_report,
+            "prepare": cmd_prepare, "export": cmd_export,
             "ask": cmd_ask, "serve": cmd_serve}
 
 

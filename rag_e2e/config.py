@@ -7,6 +7,7 @@ override key to change. Config stops at the entry point: library code receives t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rag_e2e.errors import ConfigError
 from rag_e2e.schedule import RefreshSchedule
@@ -52,7 +53,8 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     qa_path: str | None = None  # squad: the SQuAD JSON/zip (also the corpus); files: QA file for all splits
     qa_format: str = "auto"
-    corpus_path: str | None = None  # files: DPR TSV or JSONL corpus
+    corpus_path: str | None = None  # files: DPR TSV, JSONL or Parquet (rag-e2e prepare) corpus
+    prepared_dir: str | None = None  # data=prepared: the `out=` folder of rag-e2e prepare (sets the two paths)
     test_path: str | None = None  # files: a separate test QA file (qa_path is then split into train/dev only)
     corpus_format: str = "auto"
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/dev/test, by group
@@ -64,11 +66,15 @@ class DataConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.prepared_dir:  # a `rag-e2e prepare` folder: its corpus and aligned questions, unless set apart
+            self.corpus_path = self.corpus_path or str(Path(self.prepared_dir) / "passages.parquet")
+            self.qa_path = self.qa_path or str(Path(self.prepared_dir) / "qa.jsonl")
         _one_of(self.source, ("synthetic", "squad", "files"), "data.source")
         _one_of(self.qa_format, ("auto", "squad", "nq_open", "jsonl"), "data.qa_format")
-        _one_of(self.corpus_format, ("auto", "dpr_tsv", "jsonl"), "data.corpus_format")
+        _one_of(self.corpus_format, ("auto", "dpr_tsv", "jsonl", "parquet"), "data.corpus_format")
         _check(self.source == "synthetic" or self.qa_path is not None,
-               f"set `data.qa_path` for data.source={self.source}")
+               f"set `data.qa_path` for data.source={self.source}"
+               + (" (or `data.prepared_dir`, the out= folder of rag-e2e prepare)" if self.source == "files" else ""))
         _check(self.source != "files" or self.corpus_path is not None, "set `data.corpus_path` for data.source=files")
         _check(len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1) < 1e-6,
                "set `data.split_fractions` to three numbers summing to 1 (train, dev, test)")
@@ -374,3 +380,57 @@ class RunConfig:
                "set `trainer.max_steps=0` to evaluate only")
         _check(self.generator.train or self.model.reader_loss_weight == 0,
                "`model.reader_loss_weight` trains the reader, which `generator.train=false` freezes; set it to 0")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# rag-e2e prepare: raw documents -> a passage corpus (rag_e2e/prepare/). Not part of RunConfig: its own command.
+
+
+@dataclass
+class PrepareConfig:
+    """`rag-e2e prepare <inputs...> out=DIR [key=value...]`; the keys are the field names."""
+
+    out: str | None = None  # output folder: passages.parquet, stats.json, qa.jsonl, shards/, manifest.jsonl
+    tokenizer: str = "minilm"  # the passage encoder's tokenizer (HF name, folder or "minilm"); sizes are its tokens
+    chunk_tokens: int = 100  # most text tokens per passage (no special tokens; the title is not counted)
+    overlap: int = 20  # tokens consecutive passages of a document may share (whole sentences only)
+    near_dup_threshold: float = 0.8  # MinHash Jaccard (word 5-grams) at or above which a document is dropped
+    minhash_perm: int = 128  # MinHash permutations (more: finer Jaccard estimates, more memory per document)
+    qa: str | None = None  # SQuAD-format JSON over the same documents: writes qa.jsonl with gold passage ids
+    strict: bool = False  # a damaged file or record stops the run (DataFormatError) instead of being skipped
+    progress: bool = True  # tqdm progress bar on stderr
+
+    def __post_init__(self) -> None:
+        _check(bool(self.out), "rag-e2e prepare needs `out=<dir>` (the output folder)")
+        _check(self.chunk_tokens >= 8, f"set `chunk_tokens` >= 8 (got {self.chunk_tokens})")
+        _check(0 <= self.overlap < self.chunk_tokens,
+               f"set `overlap` >= 0 and < `chunk_tokens` (got overlap={self.overlap}, "
+               f"chunk_tokens={self.chunk_tokens})")
+        _check(0 < self.near_dup_threshold <= 1, f"set `near_dup_threshold` in (0, 1] (got {self.near_dup_threshold})")
+        _check(self.minhash_perm >= 16, f"set `minhash_perm` >= 16 (got {self.minhash_perm})")
+
+    @classmethod
+    def from_options(cls, options: dict[str, str]) -> PrepareConfig:
+        """Build from `key=value` strings, converting each to its field's type.
+
+        Raises:
+            ConfigError: an unknown key or a value of the wrong type, naming the key.
+        """
+        kinds = {"chunk_tokens": int, "overlap": int, "minhash_perm": int, "near_dup_threshold": float,
+                 "strict": bool, "progress": bool}
+        known = tuple(cls.__dataclass_fields__)
+        values: dict[str, object] = {}
+        for key, text in options.items():
+            _check(key in known, f"rag-e2e prepare: unknown option `{key}` (options: {', '.join(known)})")
+            kind = kinds.get(key, str)
+            if kind is bool:
+                _check(text.lower() in ("true", "false", "1", "0", "yes", "no"),
+                       f"set `{key}` to true or false (got {text!r})")
+                values[key] = text.lower() in ("true", "1", "yes")
+                continue
+            try:
+                values[key] = kind(text)
+            except ValueError:
+                expected = "an integer" if kind is int else "a number"
+                raise ConfigError(f"set `{key}` to {expected} (got {text!r})") from None
+        return cls(**values)

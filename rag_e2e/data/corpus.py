@@ -1,4 +1,4 @@
-"""Passage-corpus loaders (DPR TSV, JSONL) and the line readers the QA loaders share.
+"""Passage-corpus loaders (DPR TSV, JSONL, Parquet) and the line readers the QA loaders share.
 
 Every malformed input raises `DataFormatError` naming file, line and field; nothing lower-level escapes.
 """
@@ -140,8 +140,52 @@ def load_corpus_jsonl(path: str | Path) -> list[Passage]:
     return passages
 
 
-def load_corpus(path: str | Path, fmt: Literal["dpr_tsv", "jsonl", "auto"] = "auto") -> list[Passage]:
-    """Load a corpus, picking the format from the extension when `fmt="auto"` (`.tsv`, `.jsonl`, optionally `.gz`).
+def load_corpus_parquet(path: str | Path) -> list[Passage]:
+    """Load a Parquet corpus (what `rag-e2e prepare` writes): string columns `id`, `text` and optionally `title`.
+
+    Other columns (`doc_id`, `source`) are not read. The reported line is the 1-based row.
+
+    Raises:
+        DataFormatError: unreadable Parquet, a missing or non-string column, a null or empty id/text, or a duplicate id.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise DataFormatError(path, None, None, "file not found") from None
+    except (OSError, pa.ArrowException) as e:
+        raise DataFormatError(path, None, None, f"not a readable Parquet file ({e})") from None
+    schema = parquet.schema_arrow
+    for required in ("id", "text"):
+        if required not in schema.names:
+            raise DataFormatError(path, None, required, f"missing column (columns: {', '.join(schema.names)})")
+    columns = [name for name in ("id", "text", "title") if name in schema.names]
+    for name in columns:
+        kind = schema.field(name).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise DataFormatError(path, None, name, f"expected a string column, got {kind}")
+    passages: list[Passage] = []
+    first_line: dict[str, int] = {}
+    try:
+        for batch in parquet.iter_batches(columns=columns):  # the Arrow copy of a large corpus is never whole
+            rows = batch.to_pydict()
+            titles = rows.get("title") or [""] * batch.num_rows
+            for pid, text, title in zip(rows["id"], rows["text"], titles, strict=True):
+                row = len(passages) + 1
+                for name, value in (("id", pid), ("text", text)):
+                    if value is None:
+                        raise DataFormatError(path, row, name, "null value")
+                passages.append(_passage(path, row, pid, text, title or "", first_line))
+    except (OSError, pa.ArrowException) as e:
+        raise DataFormatError(path, len(passages) + 1, None, f"cannot read row group ({e})") from None
+    return passages
+
+
+def load_corpus(path: str | Path, fmt: Literal["dpr_tsv", "jsonl", "parquet", "auto"] = "auto") -> list[Passage]:
+    """Load a corpus, picking the format from the extension when `fmt="auto"` (`.tsv`, `.jsonl`, optionally `.gz`;
+    `.parquet`).
 
     Raises:
         DataFormatError: the format cannot be inferred, the file is malformed, or it holds no passage.
@@ -149,11 +193,11 @@ def load_corpus(path: str | Path, fmt: Literal["dpr_tsv", "jsonl", "auto"] = "au
     """
     if fmt == "auto":
         ext = data_suffix(path)
-        fmt = {".tsv": "dpr_tsv", ".jsonl": "jsonl"}.get(ext)  # type: ignore[assignment]
+        fmt = {".tsv": "dpr_tsv", ".jsonl": "jsonl", ".parquet": "parquet"}.get(ext)  # type: ignore[assignment]
         if fmt is None:
             raise DataFormatError(path, None, None, f"cannot infer corpus format from '{ext}'; pass fmt=")
-    return load_nonempty({"dpr_tsv": load_dpr_tsv, "jsonl": load_corpus_jsonl}, fmt, path,
-                         "no passages: the corpus is empty")
+    loaders = {"dpr_tsv": load_dpr_tsv, "jsonl": load_corpus_jsonl, "parquet": load_corpus_parquet}
+    return load_nonempty(loaders, fmt, path, "no passages: the corpus is empty")
 
 
 def load_nonempty(loaders: dict[str, Callable[[str | Path], list]], fmt: str, path: str | Path, empty: str) -> list:

@@ -34,7 +34,7 @@ def load_squad(path: str | Path) -> tuple[list[QAExample], list[Passage]]:
     Raises:
         DataFormatError: unreadable file or JSON, a missing or mistyped field, no answers, or a duplicate id.
     """
-    doc = _read_json_document(path)
+    doc = read_json_document(path)
     if not isinstance(doc, dict):
         raise DataFormatError(path, None, None, "expected a JSON object with a 'data' list")
     articles = json_field(path, None, doc, "data", list, "a list of articles")
@@ -200,7 +200,7 @@ def _group_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
     return counts
 
 
-def _read_json_document(path: str | Path) -> Any:
+def read_json_document(path: str | Path) -> Any:
     """Parse a whole JSON file, or the single `.json` member of a zip archive."""
     path = Path(path)
     member = ""

@@ -67,6 +67,7 @@ def test_command_line_wins_over_experiment_which_wins_over_groups():
         ("model.lm_temperature=0", "`model.lm_temperature`"),
         ("model.reader_mix=posterior", "set `model.reader_mix` to one of uniform, retriever"),
         ("eval.decoding=quick", "set `eval.decoding` to one of thorough, fast"),
+        ("data=prepared", "or `data.prepared_dir`, the out= folder of rag-e2e prepare"),
     ],
 )
 def test_bad_overrides_are_rejected_naming_the_key(override, needle):
@@ -84,6 +85,8 @@ def test_every_shipped_config_composes(group_file: Path):
         overrides += ["refresh=sync"]  # end to end refuses a never-rebuilt index
     if group == "data" and name == "files":
         overrides += ["data.qa_path=q.jsonl", "data.corpus_path=c.jsonl"]
+    if group == "data" and name == "prepared":
+        overrides += ["data.prepared_dir=kb"]
     assert isinstance(compose(overrides), RunConfig)
 
 

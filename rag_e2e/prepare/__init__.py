@@ -1,0 +1,1 @@
+"""Raw documents -> a passage corpus: extract, clean, dedupe, chunk (`rag-e2e prepare`, see `pipeline.py`)."""
