@@ -1,6 +1,7 @@
 """Inference latency and throughput, plain vs optimised: `ask` one question at a time, and `serve` under concurrent
-load, for each variant (int8 reader, bf16 reader, compressed/approximate index, torch.compile). Prints a table and
-writes JSON.
+load, for each variant (int8 reader, bf16 reader, compressed/approximate index, torch.compile), each variant being
+the `rag-e2e ask/serve` options of that name (VARIANTS). Prints a table and writes JSON. `serve` is measured as
+`rag-e2e serve` in its own process, with `clients` kept-alive loopback connections each asking one question per request.
 
     python -m rag_e2e.bench_inference <pipeline dir> [questions=64] [clients=8] [variants=plain,int8,hnsw,ivf_pq]
         [out=experiments/results/inference/bench.json] [threads=0]
@@ -12,34 +13,39 @@ of its retrieved top k, and EM against the gold answers.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import statistics
+import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from rag_e2e import atomic
+from rag_e2e.cli import load_pipeline
 from rag_e2e.compose import load_run_config, split_options
 from rag_e2e.data.sources import load_data
 from rag_e2e.errors import ConfigError
 from rag_e2e.eval.metrics import exact_match
-from rag_e2e.inference.optimize import Optimizations, optimize
 from rag_e2e.inference.pipeline import RagPipeline
-from rag_e2e.inference.serve import ServeLimits, create_app, running
 
-# variant -> (index kind or None for the saved one, optimisations)
+# variant -> the `rag-e2e ask/serve` options it is (the index settings are build_index's defaults: an IVF of
+# N // 39 lists, 16 probed; HNSW with M=32, ef_search=128)
 VARIANTS = {
-    "plain": (None, Optimizations()),
-    "int8": (None, Optimizations(int8=True)),
-    "bf16": (None, Optimizations(dtype="bfloat16")),
-    "compile": (None, Optimizations(compile=True)),
-    "hnsw": ("hnsw", Optimizations()),
-    "ivf_pq": ("ivf_pq", Optimizations()),
-    "int8+hnsw": ("hnsw", Optimizations(int8=True)),
+    "plain": {},
+    "int8": {"int8": "true"},
+    "bf16": {"dtype": "bfloat16"},
+    "compile": {"compile": "true"},
+    "hnsw": {"index": "hnsw"},
+    "ivf_pq": {"index": "ivf_pq"},
+    "int8+hnsw": {"int8": "true", "index": "hnsw"},
 }
-INDEX_PARAMS = {"hnsw": {"hnsw_m": 32, "ef_search": 64}, "ivf_pq": {"nlist": 32, "nprobe": 4, "pq_m": 8}}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -64,28 +70,72 @@ def time_ask(pipeline: RagPipeline, questions: list[str]) -> tuple[list, dict]:
                      "qps": len(questions) / total}
 
 
-def time_serve(pipeline: RagPipeline, questions: list[str], clients: int) -> dict:
-    """`clients` concurrent HTTP clients over loopback, one question per request: per-request p50/p95 and q/s."""
+def time_serve(path: Path, options: dict[str, str], questions: list[str], clients: int) -> dict:
+    """`rag-e2e serve` in its own process, and `clients` concurrent clients over loopback, each with one kept-alive
+    connection sending one question per request until all are asked: per-request p50/p95, q/s and mean batch.
+
+    The server runs apart so that the clients' Python does not compete with it for one interpreter lock.
+    """
     import httpx
 
-    app = create_app(pipeline, ServeLimits(max_batch=16, max_wait_ms=5))
-    with running(app) as url:
-        httpx.post(f"{url}/ask", json={"question": questions[0]}, timeout=600)  # warm-up
+    with _server(path, options) as url:
+        httpx.post(f"{url}/ask", json={"question": questions[0]}, timeout=600).raise_for_status()  # warm-up
+        todo = iter(questions)
+        lock = threading.Lock()
 
-        def one(question: str) -> float:
-            with httpx.Client(timeout=600) as client:
-                t0 = time.perf_counter()
-                r = client.post(f"{url}/ask", json={"question": question})
-                r.raise_for_status()
-                return time.perf_counter() - t0
+        def client() -> list[float]:
+            latencies = []
+            with httpx.Client(base_url=url, timeout=600) as session:
+                while True:
+                    with lock:
+                        question = next(todo, None)
+                    if question is None:
+                        return latencies
+                    t0 = time.perf_counter()
+                    session.post("/ask", json={"question": question}).raise_for_status()
+                    latencies.append(time.perf_counter() - t0)
 
         began = time.perf_counter()
         with ThreadPoolExecutor(max_workers=clients) as pool:
-            latencies = list(pool.map(one, questions))
+            latencies = [t for part in pool.map(lambda _: client(), range(clients)) for t in part]
         total = time.perf_counter() - began
         calls = httpx.get(f"{url}/health", timeout=60).json()["model_calls"] - 1
     return {"p50_ms": 1000 * percentile(latencies, 50), "p95_ms": 1000 * percentile(latencies, 95),
             "qps": len(questions) / total, "mean_batch": len(questions) / max(calls, 1)}
+
+
+@contextlib.contextmanager
+def _server(path: Path, options: dict[str, str], timeout_s: float = 300.0) -> Iterator[str]:
+    """`rag-e2e serve <path> <options>` on a free loopback port; yields its URL once /health answers."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [sys.executable, "-m", "rag_e2e.cli", "serve", str(path), f"port={port}", "max_batch=16", "max_wait_ms=5",
+            *(f"{k}={v}" for k, v in options.items())]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same threads as `ask` had
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"rag-e2e serve exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            try:
+                httpx.get(f"{url}/health", timeout=5).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"rag-e2e serve did not answer within {timeout_s:.0f} s") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def run(path: Path, variants: list[str], n_questions: int, clients: int) -> dict:
@@ -99,15 +149,15 @@ def run(path: Path, variants: list[str], n_questions: int, clients: int) -> dict
     for name in variants:
         if name not in VARIANTS:
             raise ConfigError(f"unknown variant {name!r} (variants: {', '.join(VARIANTS)})")
-        kind, opts = VARIANTS[name]
         began = time.perf_counter()
-        pipeline = optimize(RagPipeline.from_pretrained(path, index_kind=kind, index_params=INDEX_PARAMS.get(kind)),
-                            opts)
+        pipeline = load_pipeline(str(path), VARIANTS[name])
         load_s = time.perf_counter() - began
         answers, ask = time_ask(pipeline, questions)
-        serve = time_serve(pipeline, questions, clients)
+        index_kind = pipeline.index.kind
+        del pipeline  # the server process loads its own
+        serve = time_serve(path, VARIANTS[name], questions, clients)
         plain = plain or answers
-        row = {"variant": name, "index": pipeline.index.kind, "load_s": load_s, "ask": ask, "serve": serve,
+        row = {"variant": name, "index": index_kind, "load_s": load_s, "ask": ask, "serve": serve,
                "em": sum(exact_match(a.answer, ex.answers) for a, ex in zip(answers, examples)) / len(examples),
                "same_answer": sum(a.answer == b.answer for a, b in zip(answers, plain)) / len(answers),
                "overlap@k": statistics.mean(len({c.pid for c in a.passages} & {c.pid for c in b.passages})

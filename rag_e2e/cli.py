@@ -21,6 +21,7 @@ USAGE = """usage: rag-e2e <command> [args]
   export <run dir> <out dir> [checkpoint=PATH] [lora=merged|adapter] [overrides...]
                                        a self-contained pipeline folder (encoders, reader, passages, one index)
   ask <pipeline dir> "question"... [k=N] [--json] [index=hnsw|ivf_pq] [int8=true] [dtype=bfloat16] [compile=true]
+                                       [nprobe=N nlist=N pq_m=N | ef_search=N hnsw_m=N]  (also for serve)
                                        answer with the cited passages (ids, titles, scores)
   serve <pipeline dir> [host=H] [port=P] [max_batch=N] [max_wait_ms=MS] [max_k=N] [max_questions=N]
                                        HTTP JSON API: POST /ask, GET /health (dynamic batching)
@@ -140,24 +141,33 @@ def cmd_export(args: list[str]) -> int:
 
 
 PIPELINE_OPTIONS = {"device": "", "index": "", "dtype": "float32", "int8": "false", "compile": "false"}
+INDEX_OPTIONS = ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_search")  # with index=: build_index's settings
 
 
-def _load_pipeline(path: str, options: dict[str, str]):
-    """A pipeline folder loaded with the inference options (`index=hnsw`, `int8=true`, `dtype=bfloat16`, ...)."""
+def load_pipeline(path: str, options: dict[str, str]):
+    """A pipeline folder loaded with the inference options (`index=hnsw ef_search=64`, `int8=true`, ...); options
+    not given take `PIPELINE_OPTIONS`' values."""
     from rag_e2e.errors import ConfigError
     from rag_e2e.inference.optimize import Optimizations, optimize
     from rag_e2e.inference.pipeline import RagPipeline
 
+    options = {**PIPELINE_OPTIONS, **dict.fromkeys(INDEX_OPTIONS, ""), **options}
     flags = {}
     for key in ("int8", "compile"):
         if options[key] not in ("true", "false"):
             raise ConfigError(f"`{key}` must be true or false, got {options[key]!r}")
         flags[key] = options[key] == "true"
+    for key in INDEX_OPTIONS:
+        if options.get(key) and not options[key].isdigit():
+            raise ConfigError(f"`{key}` must be a positive integer, got {options[key]!r}")
+    index_params = {key: int(options[key]) for key in INDEX_OPTIONS if options.get(key)}
     try:
         opts = Optimizations(dtype=options["dtype"], **flags)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    pipeline = RagPipeline.from_pretrained(path, index_kind=options["index"] or None,
+    if index_params and not options["index"]:
+        raise ConfigError(f"{', '.join(index_params)} set the index that `index=hnsw|ivf_pq` rebuilds; add `index=`")
+    pipeline = RagPipeline.from_pretrained(path, index_kind=options["index"] or None, index_params=index_params,
                                            device=options["device"] or "cpu")
     try:
         return optimize(pipeline, opts)
@@ -171,13 +181,13 @@ def cmd_ask(args: list[str]) -> int:
     from rag_e2e.errors import ConfigError
 
     as_json = "--json" in args
-    options = {"k": "", **PIPELINE_OPTIONS}
+    options = {"k": "", **PIPELINE_OPTIONS, **dict.fromkeys(INDEX_OPTIONS, "")}
     rest = _positional([a for a in args if a != "--json"], options)
     if len(rest) < 2:
         raise ConfigError('usage: rag-e2e ask <pipeline dir> "question" ["question" ...] [k=N] [--json]')
     if options["k"] and not options["k"].isdigit():
         raise ConfigError(f"rag-e2e ask: k must be a positive integer, got {options['k']!r}")
-    pipeline = _load_pipeline(rest[0], options)
+    pipeline = load_pipeline(rest[0], options)
     k = int(options["k"]) if options["k"] else None
     if k is not None and not 1 <= k <= pipeline.index.size:
         raise ConfigError(f"rag-e2e ask: k must be in [1, {pipeline.index.size}] (the corpus size), got {k}")
@@ -199,7 +209,7 @@ def cmd_serve(args: list[str]) -> int:
 
     limits = {"max_body_bytes": "", "max_questions": "", "max_question_chars": "", "max_k": "", "max_batch": "",
               "max_wait_ms": ""}
-    options = {"host": "127.0.0.1", "port": "8000", **PIPELINE_OPTIONS, **limits}
+    options = {"host": "127.0.0.1", "port": "8000", **PIPELINE_OPTIONS, **dict.fromkeys(INDEX_OPTIONS, ""), **limits}
     rest = _positional(args, options)
     if len(rest) != 1:
         raise ConfigError("usage: rag-e2e serve <pipeline dir> [host=127.0.0.1] [port=8000] [max_batch=16] "
@@ -211,7 +221,7 @@ def cmd_serve(args: list[str]) -> int:
         serve_limits = ServeLimits(**chosen)
     except ValueError as err:
         raise ConfigError(f"rag-e2e serve: {err}") from None
-    serve(_load_pipeline(rest[0], options), host=options["host"], port=port, limits=serve_limits)
+    serve(load_pipeline(rest[0], options), host=options["host"], port=port, limits=serve_limits)
     return 0
 
 
