@@ -67,7 +67,8 @@ def locate(record: QARecord, text: str) -> tuple[int, int] | None:
         return None
     for n in CONTEXT_WORDS:
         left, right = record.left[len(record.left) - n:] if n else (), record.right[:n]
-        pattern = _words(left, r"\s+") + "(" + _words(record.answer, "") + ")" + _words(right, r"\s+", before=True)
+        # \s* at the answer's edges: the span may start or end inside a token of the context ("Clara" in "Clara,")
+        pattern = _words(left, r"\s*") + "(" + _words(record.answer, "") + ")" + _words(right, r"\s*", before=True)
         matches = list(re.finditer(pattern, text))
         if len(matches) == 1 or (matches and (left or right)):  # context words make a repeat the same place
             return matches[0].start(1), matches[0].end(1)

@@ -115,13 +115,24 @@ def decode_bytes(data: bytes, *, html: bool = False) -> tuple[str, str]:
 
 
 def _guess_encoding(data: bytes) -> tuple[str, str, float] | None:
-    """(text, codec, coherence) from charset_normalizer, or None when it is not installed or finds nothing."""
+    """(text, codec, coherence) from charset_normalizer, or None when it is not installed or finds nothing.
+
+    Single-byte Latin code pages decode most Western text to equally plausible results (cp1250 turns "£" into "Ł" and
+    reads just as well to it); among the guesses tied with the best, cp1252, the WHATWG default for legacy text, wins.
+    """
     try:
         import charset_normalizer
     except ImportError:
         return None
-    best = charset_normalizer.from_bytes(data).best()
-    return None if best is None else (str(best), best.encoding, best.coherence)
+    matches = list(charset_normalizer.from_bytes(data))
+    if not matches:
+        return None
+    best = matches[0]
+    for m in matches:
+        tied = abs(m.chaos - best.chaos) < 1e-9 and abs(m.coherence - best.coherence) < 1e-9
+        if tied and "cp1252" in m.could_be_from_charset:
+            return data.decode("cp1252"), "cp1252", m.coherence
+    return str(best), best.encoding, best.coherence
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -40,6 +40,12 @@ def test_text_of_unknown_encoding_decodes():
     assert decode_bytes("naïve café".encode("cp1252")) == ("naïve café", "cp1252")
     assert decode_bytes("ok".encode("utf-16")) == ("ok", "utf-16")
     assert decode_bytes("é".encode()) == ("é", "utf-8")
+    english = "BSkyB paid £304m to Robert of Jumièges for the rights, or so the story goes in the archive."
+    assert decode_bytes(english.encode("cp1252")) == (english, "cp1252")  # not cp1250's "Ł304m", "Jumičges"
+    polish = "Zażółć gęślą jaźń. Łódź jest dużym miastem w Polsce, a Kraków jest stolicą kultury."
+    assert decode_bytes(polish.encode("cp1250"))[0] == polish
+    russian = "Москва является столицей России и крупнейшим городом страны."
+    assert decode_bytes(russian.encode("cp1251"))[0] == russian
 
 
 def test_pdf_pages_become_one_document(tmp_path):
