@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rag_e2e.eval.report import RunResult
 
 USAGE = """usage: rag-e2e <command> [args]
 
@@ -15,6 +19,9 @@ USAGE = """usage: rag-e2e <command> [args]
   report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B] [metrics=K,K] [readme=README.md]
                                        Markdown + LaTeX tables (mean ± std over seeds) and PNG plots; with
                                        readme=, the table replaces the README's <!-- results --> block
+  report --html <run dirs...> [out=DIR] [label=KEY,KEY]
+                                       instead: one static page per run (metrics, plots, every test question
+                                       with its passages); into each run dir as report.html, or out=DIR/<label>.html
   prepare <files or folders...> out=DIR [chunk_tokens=N] [overlap=N] [tokenizer=NAME] [qa=SQUAD.json] [strict=true]
                                        raw .txt/.md/.html/.pdf/.jsonl -> passages.parquet + stats.json (resumable);
                                        qa= aligns a SQuAD file to the passages (qa.jsonl; train with data=prepared)
@@ -66,11 +73,13 @@ def cmd_report(args: list[str]) -> int:
     from rag_e2e.eval.report import DEFAULT_METRICS, collect_runs, update_readme, write_report
 
     options = {"out": "report", "title": "Results", "label": "name", "order": "", "readme": "", "metrics": ""}
+    html, given = "--html" in args, set()
     paths = []
-    for arg in args:
+    for arg in (a for a in args if a != "--html"):
         key, sep, value = arg.partition("=")
         if sep and key in options:
             options[key] = value
+            given.add(key)
         elif sep:
             raise ConfigError(f"rag-e2e report: unknown option `{key}` (options: {', '.join(options)})")
         else:
@@ -78,6 +87,11 @@ def cmd_report(args: list[str]) -> int:
     if not paths:
         raise ConfigError("rag-e2e report needs run directories (or folders holding them)")
     runs = collect_runs(paths, label_keys=tuple(options["label"].split(",")))
+    if html:
+        ignored = sorted(given - {"out", "label"})
+        if ignored:
+            raise ConfigError(f"rag-e2e report --html: `{ignored[0]}` is for the tables; --html takes out= and label=")
+        return _report_pages(runs, Path(options["out"]) if "out" in given else None)
     order = [o for o in options["order"].split(",") if o] or None
     metrics = [m for m in options["metrics"].split(",") if m] or list(DEFAULT_METRICS)
     written = write_report(runs, Path(options["out"]), title=options["title"], order=order, metrics=metrics)
@@ -86,6 +100,16 @@ def cmd_report(args: list[str]) -> int:
     if options["readme"]:
         update_readme(Path(options["readme"]), written["results.md"], Path(options["out"]))
         print(f"updated {options['readme']}")
+    return 0
+
+
+def _report_pages(runs: list[RunResult], out_dir: Path | None) -> int:
+    """`rag-e2e report --html`: each run's page, into `out_dir` (named by label) or its run directory."""
+    from rag_e2e.eval.html_report import page_names, write_html_report
+
+    for run, name in zip(runs, page_names(runs)):
+        page = write_html_report(run.path, out_dir / name if out_dir else None, label=run.label)
+        print(f"wrote {page}")
     return 0
 
 

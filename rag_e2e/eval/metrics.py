@@ -1,7 +1,8 @@
-"""QA and retrieval metrics: SQuAD EM/F1, DPR-style answer matching, recall@k and MRR. Pure functions."""
+"""QA and retrieval metrics: SQuAD EM/F1, ROUGE-L, corpus BLEU, DPR answer matching, recall@k, MRR. Pure functions."""
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -177,3 +178,65 @@ def aggregate(
     metrics.update({f"recall@{k}": recall_at_k(ranks, k) for k in ks})
     metrics["mrr"] = mrr(ranks)
     return metrics
+
+
+@functools.cache
+def _rouge_l_scorer():
+    # Imported on first use: rouge_score pulls in nltk (over a second), which training never needs.
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"])
+
+
+def rouge_l(prediction: str, golds: Sequence[str]) -> float:
+    """ROUGE-L F-measure (longest common subsequence of tokens) against the best-matching gold answer.
+
+    rouge-score's tokenizer lowercases and keeps runs of letters and digits, no stemming. A prediction or gold with
+    no tokens scores 0.0.
+
+    Args:
+        prediction: a generated answer.
+        golds: its reference answers.
+
+    Returns:
+        The maximum over `golds` of 2PR/(P+R), P = LCS/len(prediction), R = LCS/len(gold); in [0, 1].
+
+    Raises:
+        ValueError: `golds` is empty.
+    """
+    _check_golds(golds)
+    scorer = _rouge_l_scorer()
+    return max(scorer.score(gold, prediction)["rougeL"].fmeasure for gold in golds)
+
+
+def corpus_bleu(predictions: Sequence[str], references_lists: Sequence[Sequence[str]]) -> float:
+    """Corpus BLEU (sacrebleu) of the predictions against each question's reference answers, on a 0-1 scale.
+
+    sacrebleu's defaults (13a tokenization, exp smoothing) with two changes for short QA answers: case is ignored,
+    as EM, F1 and ROUGE-L ignore it, and n-gram orders that no prediction is long enough to have are left out of
+    the geometric mean (`use_effective_order`; otherwise a corpus of two-word answers scores 0 even when every
+    answer is right). Questions may have different numbers of references.
+
+    Args:
+        predictions: generated answers, one per question.
+        references_lists: reference answers, one non-empty sequence per question.
+
+    Returns:
+        sacrebleu's score / 100, in [0, 1]; 0.0 for no questions.
+
+    Raises:
+        ValueError: the two sequences differ in length, or a question has no reference.
+    """
+    if len(predictions) != len(references_lists):
+        raise ValueError(f"lengths differ: {len(predictions)} predictions, {len(references_lists)} reference lists")
+    for golds in references_lists:
+        _check_golds(golds)
+    if not predictions:
+        return 0.0
+    import sacrebleu  # on first use, as rouge_score
+
+    # sacrebleu wants reference streams (the j-th reference of every question); None pads the shorter lists.
+    n_refs = max(len(golds) for golds in references_lists)
+    streams = [[golds[j] if j < len(golds) else None for golds in references_lists] for j in range(n_refs)]
+    bleu = sacrebleu.corpus_bleu(list(predictions), streams, lowercase=True, use_effective_order=True)
+    return bleu.score / 100

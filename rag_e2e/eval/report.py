@@ -147,16 +147,16 @@ def _unique(paths: list[Path]) -> list[Path]:
 
 def _load_run(run_dir: Path, label_keys: Sequence[str]) -> RunResult:
     config_path = run_dir / "config.yaml"
-    config = _read_config(config_path)
+    config = read_config(config_path)
     seed = _lookup(config, "trainer.seed", config_path)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise DataFormatError(config_path, None, "trainer.seed", f"expected an integer, got {seed!r}")
     label = " ".join(_label_part(config, key, config_path) for key in label_keys)
-    return RunResult(path=run_dir, label=label, seed=seed, metrics=_read_metrics(run_dir / "metrics.json"),
-                     curves=_read_curves(run_dir / "csv" / "metrics.csv"))
+    return RunResult(path=run_dir, label=label, seed=seed, metrics=read_metrics(run_dir / "metrics.json"),
+                     curves=read_curves(run_dir / "csv" / "metrics.csv"))
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataFormatError(path, None, None, "not found; a run keeps its resolved config beside metrics.json")
     try:
@@ -186,7 +186,7 @@ def _label_part(config: dict[str, Any], key: str, path: Path) -> str:
     return text if key == "name" else f"{key}={text}"
 
 
-def _read_metrics(path: Path) -> dict[str, float]:
+def read_metrics(path: Path) -> dict[str, float]:
     try:
         metrics = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -199,7 +199,7 @@ def _read_metrics(path: Path) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items()}
 
 
-def _read_curves(path: Path) -> dict[str, list[tuple[int, float]]]:
+def read_curves(path: Path) -> dict[str, list[tuple[int, float]]]:
     """`val/*` and `train/loss` as (step, value) pairs; empty cells are rows where the metric was not logged."""
     if not path.is_file():
         return {}  # logger.csv=false: no curves, the table still works

@@ -1,11 +1,14 @@
-"""rag_e2e.eval.metrics on hand-computed SQuAD EM/F1, DPR answer matching, recall@k and MRR."""
+"""rag_e2e.eval.metrics on hand-computed SQuAD EM/F1, ROUGE-L, BLEU, DPR answer matching, recall@k and MRR."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
 from rag_e2e.eval.metrics import (
     aggregate,
+    corpus_bleu,
     exact_match,
     f1_score,
     gold_rank,
@@ -13,6 +16,7 @@ from rag_e2e.eval.metrics import (
     mrr,
     normalize_answer,
     recall_at_k,
+    rouge_l,
 )
 
 
@@ -133,3 +137,40 @@ def test_metric_names_are_the_keys_aggregate_returns(ks):
     from rag_e2e.eval.metrics import metric_names
 
     assert list(aggregate(["a"], [["a"]], [2], ks=ks)) == metric_names(ks)
+
+
+def test_rouge_l_by_hand():
+    # "a b c d" vs "a b x d": LCS "a b d" = 3 of 4 tokens each way, P = R = F = 3/4.
+    assert rouge_l("a b c d", ["a b x d"]) == pytest.approx(0.75)
+    # "a b c" vs "a x b y c z": LCS 3, P = 3/3, R = 3/6, F = 2PR/(P+R) = 2/3; order matters, gaps do not.
+    assert rouge_l("a b c", ["a x b y c z"]) == pytest.approx(2 / 3)
+    assert rouge_l("c b a", ["a b c"]) == pytest.approx(1 / 3)  # LCS 1
+    # Max over golds; case and punctuation are dropped by rouge-score's tokenizer.
+    assert rouge_l("Jade Tiger!", ["red fox", "jade tiger"]) == 1.0
+    assert rouge_l("", ["a"]) == 0.0
+    with pytest.raises(ValueError, match="non-empty"):
+        rouge_l("a", [])
+
+
+def test_corpus_bleu_by_hand():
+    assert corpus_bleu(["the cat sat", "a dog ran far away"], [["the cat sat"], ["A dog ran far away"]]) == (
+        pytest.approx(1.0))
+    # 6 tokens vs 6: clipped n-gram precisions 5/6, 3/5, 2/4, 1/3, brevity penalty 1 -> (1/12) ** (1/4).
+    assert corpus_bleu(["the cat sat on the mat"], [["the cat sat on a mat"]]) == pytest.approx((1 / 12) ** 0.25)
+    # All precisions 1, hypothesis 4 tokens vs reference 6: brevity penalty exp(1 - 6/4).
+    assert corpus_bleu(["a b c d"], [["a b c d e f"]]) == pytest.approx(math.exp(-0.5))
+    # Corpus level: counts are summed over questions. 4-grams 1/2, 3-grams 3/4, 2-grams 5/6, 1-grams 7/8.
+    assert corpus_bleu(["a b c d", "w x y z"], [["a b c d"], ["w x y q"]]) == pytest.approx(
+        (7 / 8 * 5 / 6 * 3 / 4 * 1 / 2) ** 0.25)
+    # Two-word answers have no 3- or 4-grams; only orders 1 and 2 count: sqrt(3/4 * 1/2).
+    assert corpus_bleu(["jade tiger", "red fox"], [["Jade Tiger"], ["red cat"]]) == pytest.approx(math.sqrt(0.375))
+
+
+def test_corpus_bleu_several_references():
+    # Each n-gram is clipped by its best reference; the closest reference length gives the brevity penalty.
+    assert corpus_bleu(["a b c d", "p q r s"], [["a b x d", "a b c d"], ["z", "p q r s"]]) == pytest.approx(1.0)
+    assert corpus_bleu([], []) == 0.0
+    with pytest.raises(ValueError, match="lengths differ"):
+        corpus_bleu(["a"], [])
+    with pytest.raises(ValueError, match="non-empty"):
+        corpus_bleu(["a"], [[]])
