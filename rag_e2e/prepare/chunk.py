@@ -105,7 +105,7 @@ def chunk_spans(text: str, counter: TokenCounter, size: int, overlap: int) -> li
             chunks.append(Span(units[i].start, units[j - 1].end, n))
         if j == len(units):
             break
-        i = _overlap_start(units, i, j, overlap)
+        i = _overlap_start(units, i, j, overlap, size)
     return chunks
 
 
@@ -154,10 +154,12 @@ def _windows(text: str, start: int, end: int, counter: TokenCounter, size: int, 
     return spans
 
 
-def _overlap_start(units: list[Span], i: int, j: int, overlap: int) -> int:
-    """Where the passage after units[i:j] starts: as many trailing units as fit in `overlap` tokens, never i."""
+def _overlap_start(units: list[Span], i: int, j: int, overlap: int, size: int) -> int:
+    """Where the passage after units[i:j] starts: as many trailing units as fit in `overlap` tokens, never i, and
+    few enough that units[j] still fits after them (else that passage would repeat the overlap and nothing new)."""
     k, shared = j, 0
-    while k - 1 > i and shared + units[k - 1].n_tokens <= overlap:
+    while (k - 1 > i and shared + units[k - 1].n_tokens <= overlap
+           and shared + units[k - 1].n_tokens + units[j].n_tokens <= size):
         k -= 1
         shared += units[k].n_tokens
     return k

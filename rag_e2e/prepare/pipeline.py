@@ -32,7 +32,7 @@ from rag_e2e.prepare.extract import extract_file, file_format
 from rag_e2e.prepare.manifest import FileEntry, Manifest, sha256_of
 from rag_e2e.prepare.shards import ShardDoc, has_shard, read_shard, write_shard
 
-FORMAT_VERSION = 1  # of the shards; part of the manifest settings
+FORMAT_VERSION = 2  # of the shards; part of the manifest settings
 CORPUS = "passages.parquet"
 CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("text", pa.string()),
                            ("doc_id", pa.string()), ("source", pa.string()), ("n_tokens", pa.int32())])

@@ -38,6 +38,7 @@ def test_chunks_are_bounded_exact_slices_that_cover_the_document(tokenizer, seed
     sentence_starts = {s for s, _ in sentence_spans(text)}
     for prev, span in zip(spans, spans[1:]):
         assert prev.start < span.start and span.start <= prev.end + 2  # in order; no gap beyond a paragraph break
+        assert span.end > prev.end  # each passage brings new text, not only the previous one's overlap
         shared = text[span.start:prev.end] if span.start < prev.end else ""
         assert len(tokenizer(shared, add_special_tokens=False)["input_ids"]) <= overlap + 1  # +1: a split word
     # Every word of the document is in some passage.
