@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -183,9 +184,33 @@ def aggregate(
 @functools.cache
 def _rouge_l_scorer():
     # Imported on first use: rouge_score pulls in nltk (over a second), which training never needs.
+    import logging
+
+    from absl import logging as absl_logging
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"])
+    # Importing absl makes a log handler bound to the sys.stderr of that moment. Whoever later reconfigures logging
+    # (Hydra's dictConfig does, per job) closes every handler ever made, and absl's then closes that stream if it is
+    # no longer sys.stderr (under pytest, the capture file). It writes to the current sys.stderr instead.
+    absl_logging.get_absl_handler().python_handler.stream = _CurrentStderr()
+    before = list(logging.root.handlers)
+    scorer = rouge_scorer.RougeScorer(["rougeL"])  # logs through the root logger with none set: basicConfig
+    for handler in [h for h in logging.root.handlers if h not in before]:  # a library does not configure logging
+        logging.root.removeHandler(handler)
+    return scorer
+
+
+class _CurrentStderr:
+    """A stream that writes to whatever sys.stderr is now, and that closing leaves open."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        pass
 
 
 def rouge_l(prediction: str, golds: Sequence[str]) -> float:

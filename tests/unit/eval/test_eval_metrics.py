@@ -174,3 +174,23 @@ def test_corpus_bleu_several_references():
         corpus_bleu(["a"], [])
     with pytest.raises(ValueError, match="non-empty"):
         corpus_bleu(["a"], [[]])
+
+
+def test_rouge_scorer_leaves_logging_and_stderr_alone():
+    """rouge-score's absl handler, closed by a later logging reconfiguration (Hydra), must not close our stderr,
+    and building the scorer must not add a root handler."""
+    import logging
+    import sys
+
+    from absl import logging as absl_logging
+
+    from rag_e2e.eval.metrics import _rouge_l_scorer
+
+    roots = list(logging.root.handlers)
+    _rouge_l_scorer.cache_clear()
+    rouge_l("a b", ["a"])
+    assert logging.root.handlers == roots
+    stderr = sys.stderr
+    absl_logging.get_absl_handler().python_handler.close()
+    assert not stderr.closed
+    stderr.write("")  # still writable
