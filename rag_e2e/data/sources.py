@@ -41,6 +41,12 @@ def _cap(examples: list[QAExample], limit: int | None, seed: int) -> list[QAExam
     return random.Random(seed).sample(examples, limit)
 
 
+def _synthetic_kb(cfg: DataConfig):
+    s = cfg.synthetic
+    return make_synthetic_kb(s.num_entities, s.num_reader_entities, s.attributes_per_entity, s.seed, twins=s.twins,
+                             filler_sentences=s.filler_sentences)
+
+
 def load_corpus_of(cfg: DataConfig, base_dir: Path | None = None) -> tuple[list[Passage], str]:
     """Only the passages `cfg` names (no questions, no splits), and where they came from: what inference needs.
 
@@ -49,10 +55,7 @@ def load_corpus_of(cfg: DataConfig, base_dir: Path | None = None) -> tuple[list[
         base_dir: folder that relative paths in `cfg` are resolved against (the current directory when None).
     """
     if cfg.source == "synthetic":
-        s = cfg.synthetic
-        kb = make_synthetic_kb(s.num_entities, s.num_reader_entities, s.attributes_per_entity, s.seed, twins=s.twins,
-                                filler_sentences=s.filler_sentences)
-        return kb.corpus, "the synthetic knowledge base"
+        return _synthetic_kb(cfg).corpus, "the synthetic knowledge base"
     if cfg.source == "squad":
         return load_squad(_resolve(cfg.qa_path, base_dir))[1], str(_resolve(cfg.qa_path, base_dir))
     return load_corpus(_resolve(cfg.corpus_path, base_dir), cfg.corpus_format), str(_resolve(cfg.corpus_path, base_dir))
@@ -66,9 +69,7 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
         base_dir: folder that relative paths in `cfg` are resolved against (the current directory when None).
     """
     if cfg.source == "synthetic":
-        s = cfg.synthetic
-        kb = make_synthetic_kb(s.num_entities, s.num_reader_entities, s.attributes_per_entity, s.seed, twins=s.twins,
-                                filler_sentences=s.filler_sentences)
+        kb = _synthetic_kb(cfg)
         data = RagData(kb.corpus, kb.train, kb.dev, kb.test, kb.reader)
     elif cfg.source == "squad":
         questions, corpus = load_squad(_resolve(cfg.qa_path, base_dir))
