@@ -164,8 +164,9 @@ def cmd_export(args: list[str]) -> int:
     return 0
 
 
-PIPELINE_OPTIONS = {"device": "", "index": "", "dtype": "float32", "int8": "false", "compile": "false"}
 INDEX_OPTIONS = ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_search")  # with index=: build_index's settings
+PIPELINE_OPTIONS = {"device": "", "index": "", "dtype": "float32", "int8": "false", "compile": "false",
+                    **dict.fromkeys(INDEX_OPTIONS, "")}
 
 
 def load_pipeline(path: str, options: dict[str, str]):
@@ -175,16 +176,16 @@ def load_pipeline(path: str, options: dict[str, str]):
     from rag_e2e.inference.optimize import Optimizations, optimize
     from rag_e2e.inference.pipeline import RagPipeline
 
-    options = {**PIPELINE_OPTIONS, **dict.fromkeys(INDEX_OPTIONS, ""), **options}
+    options = {**PIPELINE_OPTIONS, **options}
     flags = {}
     for key in ("int8", "compile"):
         if options[key] not in ("true", "false"):
             raise ConfigError(f"`{key}` must be true or false, got {options[key]!r}")
         flags[key] = options[key] == "true"
     for key in INDEX_OPTIONS:
-        if options.get(key) and not options[key].isdigit():
+        if options[key] and not options[key].isdigit():
             raise ConfigError(f"`{key}` must be a positive integer, got {options[key]!r}")
-    index_params = {key: int(options[key]) for key in INDEX_OPTIONS if options.get(key)}
+    index_params = {key: int(options[key]) for key in INDEX_OPTIONS if options[key]}
     try:
         opts = Optimizations(dtype=options["dtype"], **flags)
     except ValueError as err:
@@ -205,7 +206,7 @@ def cmd_ask(args: list[str]) -> int:
     from rag_e2e.errors import ConfigError
 
     as_json = "--json" in args
-    options = {"k": "", **PIPELINE_OPTIONS, **dict.fromkeys(INDEX_OPTIONS, "")}
+    options = {"k": "", **PIPELINE_OPTIONS}
     rest = _positional([a for a in args if a != "--json"], options)
     if len(rest) < 2:
         raise ConfigError('usage: rag-e2e ask <pipeline dir> "question" ["question" ...] [k=N] [--json]')
@@ -233,7 +234,7 @@ def cmd_serve(args: list[str]) -> int:
 
     limits = {"max_body_bytes": "", "max_questions": "", "max_question_chars": "", "max_k": "", "max_batch": "",
               "max_wait_ms": ""}
-    options = {"host": "127.0.0.1", "port": "8000", **PIPELINE_OPTIONS, **dict.fromkeys(INDEX_OPTIONS, ""), **limits}
+    options = {"host": "127.0.0.1", "port": "8000", **PIPELINE_OPTIONS, **limits}
     rest = _positional(args, options)
     if len(rest) != 1:
         raise ConfigError("usage: rag-e2e serve <pipeline dir> [host=127.0.0.1] [port=8000] [max_batch=16] "

@@ -99,7 +99,7 @@ def prepare(inputs: list[str | Path], cfg: PrepareConfig) -> dict[str, Any]:
             resumed += 1
             continue
         manifest.record(_process_file(out, key, path, cfg, counter, signer))
-    stats = _assemble(out, files, manifest, cfg, qa)
+    stats = _assemble(out, files, manifest, cfg, qa, signer.scheme)
     stats["files"]["resumed"] = resumed
     write_json(out / "stats.json", stats)
     return stats
@@ -134,9 +134,9 @@ def _process_file(out: Path, key: str, path: Path, cfg: PrepareConfig, counter: 
 
 
 def _assemble(out: Path, files: list[tuple[str, Path]], manifest: Manifest, cfg: PrepareConfig,
-              qa: list[QARecord] | None) -> dict[str, Any]:
+              qa: list[QARecord] | None, scheme: str) -> dict[str, Any]:
     """Phase 2: dedupe in input order, write passages.parquet (and qa.jsonl, duplicates.jsonl); return the stats."""
-    deduper = Deduper(cfg.near_dup_threshold, cfg.minhash_perm, Signer(cfg.minhash_perm).scheme)
+    deduper = Deduper(cfg.near_dup_threshold, cfg.minhash_perm, scheme)  # the signatures' hashing scheme
     duplicates: list[Duplicate] = []
     lengths: list[int] = []
     documents = 0
