@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(VENV)/bin/pip
 DEMO_ARGS ?=
 
-.PHONY: demo test results install dev readers clean-venv
+.PHONY: demo test test-pinned results install dev readers clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo: install
 
 test: dev readers
 	$(VENV)/bin/python -m pytest -q
+
+# The pinned SQuAD table (10 steps, ~4 min; `slow`, so outside `make test`): CI runs it after the suite.
+test-pinned: dev readers
+	$(VENV)/bin/python -m pytest -q -m slow tests/integration/test_pinned_numbers.py::test_pinned_squad_table
 
 # The README's Results section: the open-domain SQuAD systems (resumable sweep), then tables, plots and the README.
 RESULTS_DIR ?= experiments/results

@@ -41,6 +41,7 @@ def _check(sweep: str, expected_file: str, tmp_path: Path) -> None:
             assert abs(measured[system][key] - value) <= TOLERANCE, (system, key, measured[system][key], value)
 
 
+@pytest.mark.slow  # ~4 min: CI runs it after `make test` (`make test-pinned`)
 @needs_squad
 def test_pinned_squad_table(tmp_path):
     _check("pinned", "expected.json", tmp_path)
