@@ -1,10 +1,13 @@
 """Benchmark exact inner-product top-k: fused Triton kernel vs torch.topk(Q @ D.T) vs FAISS flat.
 
-    python -m rag_e2e.kernels.bench [--quick] [--out bench_results/topk.json] [--dtype float16]
+    python -m rag_e2e.kernels.bench [--quick] [--out bench_results/topk.json] [--dtype float16 ...]
 
 On CUDA: d=768, N in {1M, 4M, 16M}, B in {1, 16, 64, 256, 1024}, k in {10, 100}; GB/s counts one read of D and is
 also given as a fraction of the measured device-to-device copy bandwidth (read + write bytes per second).
-Without CUDA: the torch reference path vs faiss-cpu IndexFlatIP (and plain torch.topk) at smaller sizes.
+Without CUDA: N in {100k, 1M} (--quick: 100k), B in {1, 16, 256}, k in {10, 100}, float32 and bfloat16 storage:
+`topk_scores` as dispatched (auto), its chunked torch path, and faiss-cpu IndexFlatIP over the float32 vectors (the
+bar: `vs faiss` is our time over FAISS's). Methods are timed alternately, in rotating order, within each repeat, so a
+change in background load hits all of them; each time is a median.
 """
 
 from __future__ import annotations
@@ -95,9 +98,10 @@ def _methods(device: torch.device, docs: torch.Tensor) -> dict[str, Callable[[to
     methods: dict[str, Callable[[torch.Tensor, int], object]] = {}
     if device.type == "cuda":
         methods["triton"] = lambda q, k: topk_scores(q, docs, k, backend="triton")
-    else:
-        methods["torch_reference"] = lambda q, k: topk_scores(q, docs, k, backend="torch")
-    methods["torch_topk"] = lambda q, k: _torch_topk(q, docs, k)
+        methods["torch_topk"] = lambda q, k: _torch_topk(q, docs, k)
+    else:  # torch.topk(Q @ D.T) is the chunked path minus the tie rule on CPU: not worth its minutes at 1M
+        methods["topk_scores"] = lambda q, k: topk_scores(q, docs, k)
+        methods["torch_chunked"] = lambda q, k: topk_scores(q, docs, k, backend="torch")
     faiss_search = _faiss_search(device, docs)
     if faiss_search is not None:
         methods["faiss_flat_gpu" if device.type == "cuda" else "faiss_flat_cpu"] = faiss_search
@@ -108,44 +112,82 @@ def _grid(device: torch.device, quick: bool) -> tuple[list[int], list[int], list
     """(N values, B values, k values)."""
     if device.type == "cuda":
         return ([2**20, 2**22] if quick else [2**20, 2**22, 2**24]), [1, 16, 64, 256, 1024], [10, 100]
-    return ([20_000, 50_000] if quick else [100_000, 400_000]), [1, 16, 64], [10, 100]
+    return ([100_000] if quick else [100_000, 1_000_000]), [1, 16, 256], [10, 100]
+
+
+def _time_alternately(methods: dict[str, Callable[[], object]], device: torch.device, warmup: int,
+                      repeats: int) -> dict[str, float]:
+    """name -> median ms, each repeat running every method once, the order rotated between repeats."""
+    names = list(methods)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(warmup + repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            ms = _time_ms(methods[name], device, warmup=0, repeats=1)
+            if r >= warmup:
+                times[name].append(ms)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _usable(search: Callable[[torch.Tensor, int], object], queries: torch.Tensor, k: int, name: str,
+            where: str) -> bool:
+    try:
+        search(queries, k)
+        return True
+    except (RuntimeError, AssertionError, TypeError, ValueError) as err:  # FAISS without fp16, OOM
+        print(f"skip {name} {where}: {str(err).splitlines()[0]}")
+        return False
 
 
 def run(args: argparse.Namespace) -> dict:
     """Runs the grid and returns the JSON-ready results."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = _DTYPES[args.dtype or ("float16" if device.type == "cuda" else "float32")]
+    dtypes = args.dtype or (["float16"] if device.type == "cuda" else ["float32", "bfloat16"])
     copy_gbs = _copy_bandwidth_gbs(device) if device.type == "cuda" else None
     n_values, b_values, k_values = _grid(device, args.quick)
     rows = []
     for n_docs in n_values:
-        docs = torch.randn(n_docs, args.dim, device=device, dtype=dtype)
-        doc_bytes = docs.numel() * docs.element_size()
-        methods = _methods(device, docs)
-        for n_queries in b_values:
-            queries = torch.randn(n_queries, args.dim, device=device, dtype=dtype)
-            for k in k_values:
-                for name, search in methods.items():
-                    try:
-                        ms = _time_ms(lambda: search(queries, k), device, args.warmup, args.repeats)  # noqa: B023
-                    except (RuntimeError, AssertionError, TypeError, ValueError) as err:  # FAISS without fp16, OOM
-                        print(f"skip {name} N={n_docs} B={n_queries} k={k}: {str(err).splitlines()[0]}")
-                        continue
-                    gbs = doc_bytes / ms / 1e6
-                    rows.append(dict(N=n_docs, B=n_queries, k=k, method=name, ms=round(ms, 3), gbs=round(gbs, 1),
-                                     frac_copy=round(gbs / copy_gbs, 3) if copy_gbs else None))  # fmt: skip
-        del docs, methods  # free D before allocating the next N
-    return dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype=str(dtype),
-                dim=args.dim, threads=torch.get_num_threads(), copy_gbs=copy_gbs, rows=rows)  # fmt: skip
+        for dtype_name in dtypes:
+            docs = torch.randn(n_docs, args.dim, device=device).to(_DTYPES[dtype_name])
+            doc_bytes = docs.numel() * docs.element_size()
+            methods = _methods(device, docs)
+            for n_queries in b_values:
+                queries = torch.randn(n_queries, args.dim, device=device).to(docs.dtype)
+                for k in k_values:
+                    where = f"N={n_docs} {dtype_name} B={n_queries} k={k}"
+                    runnable = {name: (lambda s=search: s(queries, k)) for name, search in methods.items()  # noqa: B023
+                                if _usable(search, queries, k, name, where)}
+                    timed = _time_alternately(runnable, device, args.warmup, args.repeats)
+                    faiss_ms = next((ms for name, ms in timed.items() if name.startswith("faiss")), None)
+                    for name, ms in timed.items():
+                        gbs = doc_bytes / ms / 1e6
+                        rows.append(dict(N=n_docs, dtype=dtype_name, B=n_queries, k=k, method=name, ms=round(ms, 3),
+                                         gbs=round(gbs, 1), frac_copy=round(gbs / copy_gbs, 3) if copy_gbs else None,
+                                         vs_faiss=round(ms / faiss_ms, 3) if faiss_ms else None))  # fmt: skip
+            del docs, methods  # free D before allocating the next one
+    return dict(device=torch.cuda.get_device_name() if device.type == "cuda" else _cpu_name(), dtypes=dtypes,
+                dim=args.dim, threads=torch.get_num_threads(), copy_gbs=copy_gbs, repeats=args.repeats,
+                rows=rows)  # fmt: skip
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return "cpu"
 
 
 def _print_table(result: dict) -> None:
-    print(f"device={result['device']} dtype={result['dtype']} d={result['dim']} threads={result['threads']}"
+    print(f"device={result['device']} d={result['dim']} threads={result['threads']}"
           + (f" copy={result['copy_gbs']:.0f} GB/s (read+write)" if result["copy_gbs"] else ""))  # fmt: skip
-    header = f"{'N':>10} {'B':>5} {'k':>4} {'method':<16} {'ms':>10} {'GB/s':>8}"
+    header = f"{'N':>10} {'dtype':<9} {'B':>5} {'k':>4} {'method':<16} {'ms':>10} {'GB/s':>8} {'vs faiss':>8}"
     print(header + (f" {'copy%':>6}" if result["copy_gbs"] else ""))
     for r in result["rows"]:
-        line = f"{r['N']:>10} {r['B']:>5} {r['k']:>4} {r['method']:<16} {r['ms']:>10.2f} {r['gbs']:>8.1f}"
+        ratio = f"{r['vs_faiss']:>8.2f}" if r["vs_faiss"] is not None else f"{'':>8}"
+        line = (f"{r['N']:>10} {r['dtype']:<9} {r['B']:>5} {r['k']:>4} {r['method']:<16} {r['ms']:>10.2f} "
+                f"{r['gbs']:>8.1f} {ratio}")
         print(line + (f" {100 * r['frac_copy']:>5.0f}%" if r["frac_copy"] is not None else ""))
 
 
@@ -153,9 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_results/topk.json"), help="JSON results path")
     parser.add_argument("--quick", action="store_true", help="smaller N for a smoke run")
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), help="default: float16 on CUDA, float32 on CPU")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), nargs="+",
+                        help="storage dtypes; default: float16 on CUDA, float32 and bfloat16 on CPU")
     parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     result = run(args)

@@ -1,6 +1,6 @@
-"""Exact maximum-inner-product top-k: fused Triton launcher, chunked torch reference, and dispatch.
+"""Exact maximum-inner-product top-k: fused Triton launcher, chunked torch reference, FAISS on CPU, and dispatch.
 
-Tie rule (both backends): scores are compared as fp32; equal scores rank the smaller passage index first. Both
+Tie rule (every backend): scores are compared as fp32; equal scores rank the smaller passage index first. Both
 backends implement it by packing (score, index) into one int64 key (see `_topk_kernel`), so the order is total and
 deterministic. -0.0 counts as +0.0; NaN scores are not supported.
 """
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
+
+from . import _cpu
 
 try:  # triton is optional: without it every call takes the torch path
     from . import _topk_kernel
@@ -19,7 +22,7 @@ except ImportError as err:  # no triton, or one too old for triton.constexpr_fun
     _topk_kernel = None
     _TRITON_MISSING = f"triton is not importable ({err})"
 
-Backend = Literal["auto", "triton", "torch"]
+Backend = Literal["auto", "triton", "torch", "faiss"]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _EMPTY_KEY = -(2**63)  # = _topk_kernel.EMPTY_KEY, repeated so this module works without triton
@@ -50,7 +53,10 @@ def topk_scores(
         docs: (N, d) passage vectors, same dtype and device as `queries`.
         k: passages per query, 1 <= k <= min(N, 128).
         chunk_size: passages scored per step by the torch backend (memory O(B * chunk_size)); None picks one.
-        backend: "triton", "torch", or "auto" (Triton on CUDA, or on CPU under TRITON_INTERPRET=1; else torch).
+        backend: "triton", "torch", "faiss" (CPU: FAISS's exhaustive search, then the tie rule), or "auto": Triton
+            on CUDA (or on CPU under TRITON_INTERPRET=1); on CPU, FAISS when faiss is importable and B >= 20 (or
+            B = 1 with float32 passages), the chunked torch path otherwise (why: `kernels/_cpu.py`; `python -m
+            rag_e2e.kernels.bench` measures it).
         out: optional preallocated (scores (B, k) fp32, indices (B, k) int64) to write into.
         num_splits: Triton only: programs per query block along N (merged afterwards); None sizes it to the GPU.
         allow_tf32: Triton only: let fp32 inputs use TF32 tensor cores (faster, ~1e-3 relative score error).
@@ -69,8 +75,11 @@ def topk_scores(
     """
     _check_inputs(queries, docs, k)
     scores, indices = _check_or_alloc_out(out, queries, k)
-    if _resolve_backend(backend, queries.device) == "torch":
+    resolved = _resolve_backend(backend, queries.device, queries.shape[0], docs.dtype)
+    if resolved == "torch":
         keys = _reference_keys(queries, docs, k, chunk_size)
+    elif resolved == "faiss":
+        keys = _faiss_keys(queries, docs, k)
     else:
         keys = _triton_keys(
             queries, docs, k, num_splits=num_splits, allow_tf32=allow_tf32,
@@ -125,15 +134,21 @@ def _check_or_alloc_out(
     return scores, indices
 
 
-def _resolve_backend(backend: Backend, device: torch.device) -> Literal["triton", "torch"]:
-    if backend not in ("auto", "triton", "torch"):
-        raise ValueError(f"backend={backend!r} must be 'auto', 'triton' or 'torch'")
+def _resolve_backend(backend: Backend, device: torch.device, n_queries: int = 1,
+                     dtype: torch.dtype = torch.float32) -> Literal["triton", "torch", "faiss"]:
+    if backend not in ("auto", "triton", "torch", "faiss"):
+        raise ValueError(f"backend={backend!r} must be 'auto', 'triton', 'torch' or 'faiss'")
     runnable = _topk_kernel is not None and (device.type == "cuda" or (device.type == "cpu" and _topk_kernel.INTERPRET))
     if backend == "auto":
-        return "triton" if runnable else "torch"
+        if runnable:
+            return "triton"
+        return "faiss" if device.type == "cpu" and _cpu.faiss_prefers(dtype, n_queries) else "torch"
     if backend == "triton" and not runnable:
         why = _TRITON_MISSING or f"tensors on {device} need CUDA, or TRITON_INTERPRET=1 set before triton is imported"
         raise ValueError(f"backend='triton' unavailable: {why}")
+    if backend == "faiss" and (device.type != "cpu" or not _cpu.faiss_available()):
+        why = "faiss is not importable" if not _cpu.faiss_available() else f"it runs on CPU tensors, not {device}"
+        raise ValueError(f"backend='faiss' unavailable: {why}")
     return backend
 
 
@@ -166,16 +181,25 @@ def _reference_keys(queries: torch.Tensor, docs: torch.Tensor, k: int, chunk_siz
     """(B, k) int64 keys, descending; scores in fp32 one chunk of passages at a time."""
     n_queries, dim = queries.shape
     n_docs = docs.shape[0]
-    if chunk_size is None:
+    widen = docs.dtype != torch.float32
+    if chunk_size is None and widen and queries.device.type == "cpu":
+        # Widened 16-bit chunks are scored while still in cache: ~2^22 fp32 elements (measured 4-6x faster at B=1
+        # than 2^24-element chunks, which spill to memory between the copy and the product).
+        chunk_size = max(k, 2**22 // max(1, n_queries + dim))
+    elif chunk_size is None:
         # ~2^24 fp32 elements for the (B, c) scores, plus the fp32 copy of the (c, d) chunk for 16-bit docs.
-        chunk_size = max(k, 2**24 // max(1, n_queries + (dim if docs.dtype != torch.float32 else 0)))
+        chunk_size = max(k, 2**24 // max(1, n_queries + (dim if widen else 0)))
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be >= 1")
     q = queries.float()
+    # On CPU a 16-bit chunk is widened into one reused buffer (copy_ runs ~7x faster there than `.float()`).
+    wide_buf = torch.empty(min(chunk_size, n_docs) * dim if widen and queries.device.type == "cpu" else 0)
     best = torch.full((n_queries, 0), _EMPTY_KEY, dtype=torch.int64, device=queries.device)
     for start in range(0, n_docs, chunk_size):
-        chunk = docs[start : start + chunk_size].float()  # (c, d)
-        keys = torch.cat([best, _chunk_top_keys(q @ chunk.T, start, k)], dim=1)
+        chunk = docs[start : start + chunk_size]
+        chunk = _cpu.widen_into(chunk, wide_buf) if queries.device.type == "cpu" else chunk.float()  # (c, d)
+        scores = q @ chunk.T
+        keys = torch.cat([best, _chunk_top_keys(scores, start, k)], dim=1)
         # Keys are unique, so topk's order is fully determined.
         best = keys.topk(min(k, keys.shape[1]), dim=1).values
     return best
@@ -195,6 +219,42 @@ def _chunk_top_keys(scores: torch.Tensor, start: int, k: int) -> torch.Tensor:
         return _pack_keys(scores, arange).topk(kk, dim=1).values
     values, idx = values[:, :kk], idx[:, :kk]
     return _pack_keys(values, idx + start)
+
+
+# ---- FAISS (CPU) ----
+
+
+def _faiss_keys(queries: torch.Tensor, docs: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, k) int64 keys, descending, from FAISS's exhaustive search with the tie rule applied.
+
+    FAISS returns the exact top k + 1 by score, but orders (and, at the cut, picks among) equal scores as it likes.
+    Where a query's k-th and (k+1)-th scores differ, its top-k set is unambiguous and packing the keys orders it;
+    where they tie, that query's block is ranked in full by the chunked path. float32 passages are searched in place;
+    16-bit ones are widened `_cpu.FAISS_BLOCK_ROWS` rows at a time.
+    """
+    n_queries, dim = queries.shape
+    n_docs = docs.shape[0]
+    if n_queries == 0:
+        return torch.empty((0, k), dtype=torch.int64)
+    q = np.ascontiguousarray(queries.float().numpy())
+    block_rows = n_docs if docs.dtype == torch.float32 else _cpu.FAISS_BLOCK_ROWS
+    wide_buf = torch.empty(min(block_rows, n_docs) * dim if docs.dtype != torch.float32 else 0)
+    best = torch.full((n_queries, 0), _EMPTY_KEY, dtype=torch.int64)
+    for start in range(0, n_docs, block_rows):
+        block = _cpu.widen_into(docs[start : start + block_rows], wide_buf)  # (c, d) float32
+        block_np = np.ascontiguousarray(block.numpy())  # no copy unless the caller passed strided passages
+        n_block = block.shape[0]
+        kk = min(k, n_block)
+        values, rows = _cpu.faiss_candidates(q, block_np, min(kk + 1, n_block))
+        keys = _pack_keys(values[:, :kk], rows[:, :kk] + start)  # (B, kk)
+        if kk < n_block:
+            tied = (values[:, kk - 1] == values[:, kk]).nonzero().squeeze(1)
+            if tied.numel():
+                scores = queries[tied].float() @ block.T  # (T, c)
+                keys[tied] = _pack_keys(scores, torch.arange(start, start + n_block)).topk(kk, dim=1).values
+        merged = torch.cat([best, keys], dim=1)
+        best = merged.topk(min(k, merged.shape[1]), dim=1).values  # keys are unique: the order is determined
+    return best
 
 
 # ---- Triton launcher ----

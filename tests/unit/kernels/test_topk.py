@@ -17,6 +17,8 @@ HAS_TRITON = topk_mod._topk_kernel is not None and (torch.cuda.is_available() or
 BACKENDS = [
     pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="needs triton (CUDA or interpreter)")),
     "torch",
+    pytest.param("faiss", marks=pytest.mark.skipif(not topk_mod._cpu.faiss_available() or torch.cuda.is_available(),
+                                                   reason="needs faiss-cpu and CPU tensors")),
 ]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -77,9 +79,16 @@ def _check(queries, docs, k, scores, indices, seed) -> None:
 
 
 def _run(backend: str, queries, docs, k, num_splits=None, chunk_size=64, **kwargs):
-    """Triton with forced N-splits, or the torch reference with small chunks so both code paths get exercised."""
+    """Triton with forced N-splits, the torch reference with small chunks, FAISS with 16-bit passages widened in
+    blocks of chunk_size rows: so that every code path (and the merge across chunks) gets exercised."""
     if backend == "torch":
         return topk_scores(queries, docs, k, backend="torch", chunk_size=chunk_size, **kwargs)
+    if backend == "faiss":
+        saved, topk_mod._cpu.FAISS_BLOCK_ROWS = topk_mod._cpu.FAISS_BLOCK_ROWS, chunk_size
+        try:
+            return topk_scores(queries, docs, k, backend="faiss", **kwargs)
+        finally:
+            topk_mod._cpu.FAISS_BLOCK_ROWS = saved
     return topk_scores(queries, docs, k, backend="triton", num_splits=num_splits, **kwargs)
 
 
@@ -179,3 +188,19 @@ def test_zero_queries_return_empty():
 def test_bad_inputs_raise(queries, docs, k, kwargs, match):
     with pytest.raises(ValueError, match=match):
         topk_scores(queries, docs, k, **kwargs)
+
+
+@pytest.mark.skipif(not topk_mod._cpu.faiss_available(), reason="needs faiss-cpu")
+def test_auto_on_cpu_dispatch(monkeypatch, seed):
+    monkeypatch.setattr(topk_mod, "_topk_kernel", None)  # no Triton: the CPU dispatch as users get it
+    cpu = torch.device("cpu")
+    many, few = topk_mod._cpu.FAISS_MIN_QUERIES, topk_mod._cpu.FAISS_MIN_QUERIES - 1
+    assert topk_mod._resolve_backend("auto", cpu, 1, torch.float32) == "faiss"
+    assert topk_mod._resolve_backend("auto", cpu, few, torch.float32) == "torch"
+    assert topk_mod._resolve_backend("auto", cpu, many, torch.bfloat16) == "faiss"
+    assert topk_mod._resolve_backend("auto", cpu, few, torch.bfloat16) == "torch"
+    for dtype in DTYPES:
+        docs = torch.randn(900, 24).to(dtype)
+        for n_queries in (1, few, many):
+            queries = torch.randn(n_queries, 24).to(dtype)
+            _check(queries, docs, 17, *topk_scores(queries, docs, 17), seed)
