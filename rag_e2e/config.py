@@ -236,9 +236,20 @@ class RefreshConfig:
     probe_size: int = 64  # training questions whose stale vs fresh top-k measure staleness at each refresh
     save_index: bool = True  # keep the live index under <run_dir>/index (resume reloads it instead of re-encoding)
     cpu_worker_threads: int = 1  # async on CPU: the background encoder's own torch threads (0: torch's default)
+    # full: every refresh re-encodes the corpus; partial: between full rebuilds (every `full_every`-th refresh), re-
+    # encode `partial_fraction` of it (rows retrieved in training, a random drift probe, rows predicted to drift)
+    scope: str = "full"
+    partial_fraction: float = 0.1
+    full_every: int = 4  # partial: every full_every-th refresh is full (0: only the final one, before evaluation)
+    probe_share: float = 0.25  # partial: share of the budget spent on the random drift probe
+    audit: bool = False  # partial: after each refresh also encode everything (untimed) and log refresh/overlap_vs_full
 
     def __post_init__(self) -> None:
         _one_of(self.mode, ("off", "sync", "async", "stale"), "refresh.mode")
+        _one_of(self.scope, ("full", "partial"), "refresh.scope")
+        _check(0 < self.partial_fraction <= 1, "set `refresh.partial_fraction` in (0, 1]")
+        _check(self.full_every >= 0, "set `refresh.full_every` >= 0")
+        _check(0 < self.probe_share <= 1, "set `refresh.probe_share` in (0, 1]")
         RefreshSchedule.parse(self.schedule, key="refresh.schedule")  # one error naming the key if malformed
         _check(self.probe_size >= 1, "set `refresh.probe_size` >= 1")
         _check(self.cpu_worker_threads >= 0, "set `refresh.cpu_worker_threads` >= 0")

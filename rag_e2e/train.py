@@ -174,7 +174,9 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
     refresh = IndexRefreshCallback(builder, RefreshSchedule.parse(cfg.refresh.schedule), mode=mode,
                                    probe=(probe["input_ids"], probe["attention_mask"]), k=rag.k,
                                    index_dir=run_dir / "index" if save else None, progress=progress,
-                                   cpu_worker_threads=cfg.refresh.cpu_worker_threads)
+                                   cpu_worker_threads=cfg.refresh.cpu_worker_threads, scope=cfg.refresh.scope,
+                                   partial_fraction=cfg.refresh.partial_fraction, full_every=cfg.refresh.full_every,
+                                   probe_share=cfg.refresh.probe_share, audit=cfg.refresh.audit)
     return Assembled(data, module, datamodule, refresh)
 
 
@@ -245,8 +247,13 @@ def _refresh_summary(history: list[dict]) -> dict[str, float]:
     """Means over the refreshes of one run (each is also logged as it happens)."""
     if not history:
         return {"refresh/count": 0}
-    out: dict[str, float] = {"refresh/count": len(history)}
-    for key in ("wall_s", "passages_per_s", "overlap", "score_drift", "lag_steps"):
+    out: dict[str, float] = {"refresh/count": len(history),
+                             "refresh/total_wall_s": round(sum(h["wall_s"] for h in history), 3)}
+    if any("rows" in h for h in history):  # passages encoded by the refreshes (partial ones encode fewer)
+        out["refresh/total_rows"] = sum(h.get("rows", 0) for h in history)
+        out["refresh/partial_count"] = sum(1 for h in history if h.get("partial"))
+    for key in ("wall_s", "passages_per_s", "overlap", "score_drift", "lag_steps", "overlap_vs_full",
+                "stale_overlap_vs_full"):
         values = [h[key] for h in history if key in h]
         if values:
             out[f"refresh/mean_{key}"] = round(sum(values) / len(values), 4)

@@ -5,6 +5,11 @@ passage tower while training goes on against the stale index; the finished index
 (all ranks agree on the step). Each refresh logs wall time, passages/s and staleness (overlap@k and score drift of
 the stale vs fresh index on fixed probe questions). The checkpoint records the schedule position and the live index
 (path + encoder fingerprint); resuming reloads it, or re-encodes when it is missing or does not match.
+
+scope="partial": between full rebuilds (every `full_every`-th refresh) a refresh re-encodes only a fraction of the
+corpus (`rag_e2e.retrieval.partial_refresh`: the rows training retrieved, a random drift probe, and the rows
+predicted to drift most) and patches them into a copy of the live vectors; `row_steps` records per row the step of
+the tower that encoded it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from rag_e2e.errors import RagE2EError
+from rag_e2e.errors import ConfigError, RagE2EError
 from rag_e2e.retrieval.distributed import ShardedIndex
 from rag_e2e.retrieval.encoders import eval_mode
 from rag_e2e.retrieval.index import Index, IndexMeta, load_index, save_index
@@ -52,12 +57,25 @@ class IndexRefreshCallback(L.Callback):
         progress: show encoding progress bars.
         cpu_worker_threads: async on CPU: intra-op threads of the background encoder, its own (training keeps its
             threads); 0 leaves torch's setting. More would oversubscribe the cores training already uses.
+        scope: "full" (re-encode everything) or "partial" (see the module docstring).
+        partial_fraction: partial: share of the corpus re-encoded per partial refresh.
+        full_every: partial: every full_every-th refresh is a full rebuild (0: never).
+        probe_share: partial: share of a partial refresh's budget spent on the random drift probe.
+        audit: partial: also encode the whole corpus after each partial refresh (untimed, not installed) and log
+            overlap@k of the patched index against that fresh one (`refresh/overlap_vs_full`): a benchmark's
+            measure of what partial refresh leaves stale.
     """
 
     def __init__(self, builder: IndexBuilder, schedule: RefreshSchedule, mode: str = "off",
                  probe: tuple[torch.Tensor, torch.Tensor] | None = None, k: int = 5, index_dir: Path | None = None,
-                 progress: bool = False, cpu_worker_threads: int = 1):
+                 progress: bool = False, cpu_worker_threads: int = 1, scope: str = "full",
+                 partial_fraction: float = 0.1, full_every: int = 4, probe_share: float = 0.25, audit: bool = False):
         self.builder, self.schedule, self.mode = builder, schedule, mode
+        self.scope, self.partial_fraction, self.full_every = scope, partial_fraction, full_every
+        self.probe_share, self.audit = probe_share, audit
+        n_rows = len(builder.corpus)
+        self.row_steps = torch.zeros(n_rows, dtype=torch.int64)  # step of the tower that encoded each live row
+        self.hits = torch.zeros(n_rows, dtype=torch.int64)  # rows retrieved in training since the last refresh
         self.probe, self.k, self.progress = probe, k, progress
         self.cpu_worker_threads = cpu_worker_threads
         self.index_dir = Path(index_dir) if index_dir is not None else None
@@ -83,20 +101,49 @@ class IndexRefreshCallback(L.Callback):
         return self.builder.build(encoder, rank=trainer.global_rank, world_size=trainer.world_size,
                                   progress=self.progress)
 
+    def _partial_due(self, version: int) -> bool:
+        """Whether refresh number `version` (1, 2, ...) is a partial one."""
+        return self.scope == "partial" and (self.full_every == 0 or version % self.full_every != 0)
+
+    def _build_refresh(self, trainer: L.Trainer, pl_module, encoder, version: int, step: int, hits: torch.Tensor,
+                       full: bool = False, audit: bool = True) -> tuple[Index, BuildStats, dict]:
+        """Refresh number `version`: a full build, or a partial one from the live index and `hits`. The dict holds
+        what the record logs beyond the build's cost (rows, drift; overlap_vs_full when auditing)."""
+        if full or not self._partial_due(version):
+            index, stats = self._build(trainer, encoder)
+            return index, stats, {"partial": 0.0, "rows": float(stats.passages), "_rows": None}
+        index, stats, chosen, info = self.builder.build_partial(
+            encoder, pl_module.rag.index, hits, fraction=self.partial_fraction, probe_share=self.probe_share,
+            seed=trainer.global_rank * 1_000_003 + version, previous_fingerprint=self.encoder_fingerprint or "")
+        info = {"partial": 1.0, **info, "_rows": chosen.rows}
+        if audit and self.audit and self.probe is not None:  # staleness against a full re-encode, after and before
+            fresh, _ = self._build(trainer, encoder)
+            probe = self._probe_reps(pl_module)
+            info["overlap_vs_full"] = staleness(index, fresh, probe, self.k)["overlap"]
+            info["stale_overlap_vs_full"] = staleness(pl_module.rag.index, fresh, probe, self.k)["overlap"]
+        return index, stats, info
+
     def _discard(self, embeddings_path: Path | None) -> None:
         """Remove an encoding no index searches any more (never the initial one, which other runs may reuse)."""
         if embeddings_path not in (None, self._initial_embeddings, self._live_embeddings):
             self.builder.discard(embeddings_path)
 
     def _install(self, trainer: L.Trainer, pl_module, index: Index, stats: BuildStats, step: int,
-                 log: bool = True, saved: str | None = None) -> None:
+                 log: bool = True, saved: str | None = None, info: dict | None = None) -> None:
         """Make `index` live: measure staleness against the old one, swap, save (unless the worker did), log."""
         old = pl_module.rag.index
+        info = dict(info or {})
+        rows = info.pop("_rows", None)
         record = {"version": self.version + 1, "step": trainer.global_step, "encoder_step": step,
                   "lag_steps": trainer.global_step - step, "wall_s": stats.wall_s,
-                  "passages_per_s": stats.passages_per_s}
+                  "passages_per_s": stats.passages_per_s, **info}
         if old is not None and self.probe is not None:
             record.update(staleness(old, index, self._probe_reps(pl_module), self.k))
+        if rows is None:
+            self.row_steps.fill_(step)
+        else:
+            self.row_steps[rows] = step
+        record["fresh_fraction"] = (self.row_steps == step).double().mean().item()
         pl_module.swap_index(index)
         previous, self._live_embeddings = self._live_embeddings, stats.embeddings_path
         self._discard(previous)  # its memmap, if any, is no longer searched
@@ -156,6 +203,8 @@ class IndexRefreshCallback(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         self._world_size = trainer.world_size
+        self._check_partial(trainer)
+        self._count_hits(pl_module)
         if self.mode == "async":
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-refresh")
         if self._restored is not None:
@@ -175,6 +224,11 @@ class IndexRefreshCallback(L.Callback):
         state, self._restored = self._restored, None
         self.history, self.skipped = state.get("history", []), state.get("skipped", 0)
         self.version, self.index_step = state["version"], state["index_step"]
+        if "row_steps" in state:  # written since partial refresh
+            self.row_steps.copy_(state["row_steps"])
+            self.hits.copy_(state["hits"])
+        else:
+            self.row_steps.fill_(self.index_step)
         self._initial_embeddings = _path(state.get("initial_embeddings"))
         self._live_embeddings = _path(state.get("live_embeddings"))
         path = state.get("index_path")
@@ -200,9 +254,32 @@ class IndexRefreshCallback(L.Callback):
         self._keep_saved(self._save(trainer.global_rank, trainer.world_size, index, stats, self.version,
                                     self.index_step))
 
-    def _refresh_now(self, trainer: L.Trainer, pl_module, log: bool = False) -> None:
-        index, stats = self._build(trainer, pl_module.rag.encoder)
-        self._install(trainer, pl_module, index, stats, trainer.global_step, log=log)
+    def _refresh_now(self, trainer: L.Trainer, pl_module, log: bool = False, full: bool = False) -> None:
+        hits = self._take_hits(pl_module)
+        index, stats, info = self._build_refresh(trainer, pl_module, pl_module.rag.encoder, self.version + 1,
+                                                 trainer.global_step, hits, full=full)
+        self._install(trainer, pl_module, index, stats, trainer.global_step, log=log, info=info)
+
+    def _take_hits(self, pl_module) -> torch.Tensor:
+        """The rows retrieved since the last refresh; counting starts again from zero."""
+        hits, self.hits = self.hits, torch.zeros_like(self.hits)
+        self._count_hits(pl_module)
+        return hits
+
+    def _count_hits(self, pl_module) -> None:
+        """Partial scope: let the model count the rows training retrieves into `self.hits`."""
+        if self.scope == "partial":
+            pl_module.rag.retrieval_hits = self.hits
+
+    def _check_partial(self, trainer: L.Trainer) -> None:
+        if self.scope != "partial" or self.mode in ("off", "stale"):
+            return
+        if trainer.world_size > 1:
+            raise ConfigError("refresh.scope=partial runs in a single process for now (world size "
+                              f"{trainer.world_size}); use refresh.scope=full under DDP")
+        if self.builder.embeddings_dir is not None:
+            raise ConfigError("refresh.scope=partial patches vectors in RAM; unset index.embeddings_dir or use "
+                              "refresh.scope=full")
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         if self._pending is None:
@@ -211,8 +288,8 @@ class IndexRefreshCallback(L.Callback):
         # Every rank swaps at the same step, or their collective searches would mix index versions.
         if trainer.strategy.reduce_boolean_decision(future.done(), all=True):
             self._pending = None
-            index, stats, saved = future.result()
-            self._install(trainer, pl_module, index, stats, step, saved=saved)
+            index, stats, saved, info = future.result()
+            self._install(trainer, pl_module, index, stats, step, saved=saved, info=info)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
@@ -228,31 +305,38 @@ class IndexRefreshCallback(L.Callback):
         snapshot = snapshot_passage_tower(pl_module.rag.encoder)
         device = pl_module.device
         ready = torch.cuda.current_stream(device).record_event() if device.type == "cuda" else None
-        self._pending = (self._pool.submit(self._build_async, trainer, snapshot, device, ready, self.version + 1,
-                                           step), step, time.perf_counter())
+        hits = self._take_hits(pl_module)
+        self._pending = (self._pool.submit(self._build_async, trainer, pl_module, snapshot, device, ready,
+                                           self.version + 1, step, hits), step, time.perf_counter())
 
-    def _build_async(self, trainer: L.Trainer, snapshot, device: torch.device, ready, version: int,
-                     step: int) -> tuple[Index, BuildStats, str | None]:
-        """Encode, build and save in the worker thread; the training thread only swaps the result in."""
+    def _build_async(self, trainer: L.Trainer, pl_module, snapshot, device: torch.device, ready, version: int,
+                     step: int, hits: torch.Tensor) -> tuple[Index, BuildStats, str | None, dict]:
+        """Encode, build and save in the worker thread; the training thread only swaps the result in. (A partial
+        refresh reads the live index, which only the training thread replaces, after this returns; no audit here:
+        it would run the live query tower in this thread.)"""
+        def build():
+            return self._build_refresh(trainer, pl_module, snapshot, version, step, hits, audit=False)
+
         if ready is None:
             if self.cpu_worker_threads and _per_thread_intra_op():
                 torch.set_num_threads(self.cpu_worker_threads)  # this worker thread only
-            index, stats = self._build(trainer, snapshot)
+            index, stats, info = build()
         else:  # encode on a side stream, once the snapshot copy has finished on the training stream
             stream = torch.cuda.Stream(device=device)
             stream.wait_event(ready)
             with torch.cuda.stream(stream):
-                index, stats = self._build(trainer, snapshot)
+                index, stats, info = build()
             stream.synchronize()
-        return index, stats, self._save(trainer.global_rank, trainer.world_size, index, stats, version, step)
+        saved = self._save(trainer.global_rank, trainer.world_size, index, stats, version, step)
+        return index, stats, saved, info
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         if self._pending is not None:  # let the in-flight refresh finish
             future, step, _ = self._pending
-            index, stats, saved = future.result()
+            index, stats, saved, info = future.result()
             self._pending = None
-            if step == trainer.global_step:  # it encoded the final tower: use it, do not encode again
-                self._install(trainer, pl_module, index, stats, step, log=False, saved=saved)
+            if step == trainer.global_step and not info.get("partial"):  # the final tower, fully: use it
+                self._install(trainer, pl_module, index, stats, step, log=False, saved=saved, info=info)
             else:  # superseded by the final refresh below: drop what it wrote
                 self._discard(stats.embeddings_path)
                 if saved is not None:
@@ -260,9 +344,10 @@ class IndexRefreshCallback(L.Callback):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        # Evaluate with an index that matches the final passage tower.
-        if self.mode != "off" and self.index_step < trainer.global_step:
-            self._refresh_now(trainer, pl_module)
+        # Evaluate with an index that matches the final passage tower (in full, whatever the scope).
+        patched = bool(self.row_steps.ne(self.index_step).any())  # a partial refresh left stale rows
+        if self.mode != "off" and (self.index_step < trainer.global_step or patched):
+            self._refresh_now(trainer, pl_module, full=True)
         self._prune([])  # training is over: only the live index stays
 
     def state_dict(self) -> dict:  # called as each checkpoint is written
@@ -271,7 +356,8 @@ class IndexRefreshCallback(L.Callback):
         return {"version": self.version, "index_step": self.index_step, "index_path": self.index_path,
                 "encoder_fingerprint": self.encoder_fingerprint, "world_size": self._world_size,
                 "history": self.history, "skipped": self.skipped, "corpus_fingerprint": self.corpus_fingerprint,
-                "initial_embeddings": _str(self._initial_embeddings), "live_embeddings": _str(self._live_embeddings)}
+                "initial_embeddings": _str(self._initial_embeddings), "live_embeddings": _str(self._live_embeddings),
+                "row_steps": self.row_steps.clone(), "hits": self.hits.clone()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._restored = dict(state_dict)

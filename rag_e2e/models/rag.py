@@ -66,6 +66,8 @@ class RagModel(nn.Module):
         self.passage_tokenizer, self.max_passage_length = passage_tokenizer, max_passage_length
         self.fresh_passages, self.rerank_candidates = fresh_passages, rerank_candidates
         self.closed_book, self.read_gold = closed_book, read_gold
+        # (N,) int64 counts of the rows retrieved in training (set by a partial refresh, which re-encodes those first)
+        self.retrieval_hits: torch.Tensor | None = None
 
     def set_index(self, index: Index) -> None:
         """Swap in a (re)built index over the same corpus; takes effect at the next `retrieve`."""
@@ -108,6 +110,9 @@ class RagModel(nn.Module):
         elif fresh:  # fresh scores may reorder the stale top-k: keep "best first"
             order = doc_scores.detach().argsort(dim=1, descending=True, stable=True)
             rows, doc_scores = rows.gather(1, order), doc_scores.gather(1, order)
+        if self.retrieval_hits is not None and self.training:
+            flat = rows.reshape(-1).cpu()
+            self.retrieval_hits.index_add_(0, flat, torch.ones_like(flat))
         return Retrieved(rows=rows, doc_scores=doc_scores)
 
     def gold(self, examples: Sequence[QAExample]) -> Retrieved:

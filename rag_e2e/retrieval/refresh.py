@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rag_e2e.data.types import Passage
+from rag_e2e.retrieval import partial_refresh
 from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
 from rag_e2e.retrieval.embeddings import encode_to_memmap
 from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
@@ -87,6 +88,40 @@ class IndexBuilder:
         index = self.shard_index(local, rank, world_size)
         stats = BuildStats(end - start, encoded - began, time.perf_counter() - encoded, fingerprint, out_dir)
         return index, stats
+
+    def build_partial(self, encoder: BiEncoder, live: Index, hits: torch.Tensor, *, fraction: float,
+                      probe_share: float, seed: int,
+                      previous_fingerprint: str) -> tuple[Index, BuildStats, partial_refresh.PartialPlan, dict]:
+        """Re-encode a `fraction` of the corpus chosen by `partial_refresh.plan` and index a patched copy of the live
+        index's vectors (single process, vectors in RAM). BuildStats.passages counts the rows encoded, and its
+        encoder fingerprint names the tower and the rows (`partial_refresh.patched_fingerprint`)."""
+        if not isinstance(live.p_reps, torch.Tensor):
+            raise ValueError("a partial refresh patches vectors in RAM; this index reads them from disk")
+        tower = state_fingerprint(encoder.passage_model)
+        began = time.perf_counter()
+        old = live.p_reps.cpu()
+        generator = torch.Generator().manual_seed(seed)
+        chosen, vecs, info = partial_refresh.plan(hits.cpu(), old, fraction, probe_share, generator,
+                                                  lambda rows: self.encode_rows(encoder, rows))
+        p_reps = partial_refresh.patch(old, chosen.rows, vecs)
+        encoded = time.perf_counter()
+        index = build_index(self.kind, p_reps, **self.index_params)
+        fingerprint = partial_refresh.patched_fingerprint(previous_fingerprint, tower, chosen.rows)
+        stats = BuildStats(chosen.rows.numel(), encoded - began, time.perf_counter() - encoded, fingerprint)
+        return index, stats, chosen, info
+
+    @torch.no_grad()
+    def encode_rows(self, encoder: BiEncoder, rows: torch.Tensor) -> torch.Tensor:
+        """(m,) corpus rows -> (m, d) float32 CPU vectors from `encoder.passage_model` in eval mode, as a refresh
+        encodes them."""
+        device = next(encoder.passage_model.parameters()).device
+        out = []
+        with eval_mode(encoder.passage_model):
+            for i in range(0, rows.numel(), self.batch_size):
+                batch = [self.corpus[r] for r in rows[i : i + self.batch_size].tolist()]
+                tok = tokenize_passages(self.tokenizer, batch, self.max_length, device)
+                out.append(encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, 0)
 
     def embeddings_path(self, encoder_fingerprint: str, start: int, end: int) -> Path:
         """The memmap directory of corpus rows [start, end) encoded by the tower with `encoder_fingerprint`."""

@@ -109,3 +109,22 @@ def test_ddp_two_processes_train_with_sharded_index_and_refresh(tmp_path):
     assert shards == ["v2-rank0-of-2", "v2-rank1-of-2"]
     preds = (run_dir / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == 40 - 40 // 3  # every test question once, though each rank evaluated half
+
+
+def test_partial_refresh_patches_between_full_rebuilds_and_evaluates_on_a_full_index(tmp_path):
+    cfg = tiny_config(*FAST, "retriever=end2end", "refresh=sync", "refresh.schedule=2", "refresh.scope=partial",
+                      "refresh.partial_fraction=0.25", "refresh.full_every=3", "refresh.audit=true",
+                      "model.passage_lr=1e-2", "trainer.max_steps=12")
+    parts, trainer = _fit(cfg, tmp_path)
+    refresh, n = parts.refresh, len(parts.refresh.builder.corpus)
+    history = refresh.history
+    partial = [r for r in history if r.get("partial") == 1.0]
+    full = [r for r in history if r.get("partial") == 0.0]
+    assert [r["version"] for r in full[:-1]] == [3]  # the 3rd of 5 scheduled refreshes (then the final one)
+    assert len(partial) == 4 and all(r["rows"] == -(-n // 4) for r in partial)  # ceil(0.25 * 40) rows each
+    assert all(r["retrieved_rows"] > 0 for r in partial)  # what training retrieved is re-encoded first
+    assert all(0 <= r["overlap_vs_full"] <= 1 for r in partial)
+    assert all(r["fresh_fraction"] == pytest.approx(r["rows"] / n) for r in partial)
+    # Evaluation searches a full re-encode by the final tower: every row fresh, equal to encoding the corpus now.
+    assert refresh.index_step == trainer.global_step == 12 and bool((refresh.row_steps == 12).all())
+    torch.testing.assert_close(parts.module.rag.index.p_reps, refresh.builder.encode(parts.module.rag.encoder))
