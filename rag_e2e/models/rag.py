@@ -100,9 +100,11 @@ class RagModel(nn.Module):
             raise RuntimeError("no index yet: it is built when training or testing starts (IndexRefreshCallback)")
         q_reps = self.encoder.encode_query(q_ids, q_mask)  # (B, d), live
         k_search = min(max(k, self.rerank_candidates), self.index.size)
-        _, rows, p_reps = self.index.search_with_vectors(q_reps.detach(), k_search)  # (B, k'), (B, k', d) constants
-        if fresh or self.rerank_candidates:
+        if fresh or self.rerank_candidates:  # the stored vectors would go unused (and cross ranks under DDP)
+            _, rows = self.index.search(q_reps.detach(), k_search)  # (B, k')
             p_reps = self.encode_rows(rows)  # (B, k', d) from the current passage tower
+        else:
+            _, rows, p_reps = self.index.search_with_vectors(q_reps.detach(), k_search)  # (B, k', d) constants
         doc_scores = torch.einsum("bd,bkd->bk", q_reps, p_reps.to(q_reps))  # (B, k')
         if k_search > k:  # rerank: keep the k best under the current towers (gather keeps the graph)
             order = doc_scores.detach().topk(k, dim=1).indices  # (B, k)

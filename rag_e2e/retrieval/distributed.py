@@ -18,6 +18,27 @@ from rag_e2e.retrieval.index import Index
 _PAD_ROW = torch.iinfo(torch.int64).max  # ranks after every real row, so padding loses every tie
 
 
+class Traffic:
+    """Payload bytes this process sent to other ranks through the collectives below, by purpose (for benchmarks:
+    `python -m rag_e2e.bench_distributed`). Reset with `TRAFFIC.reset()`."""
+
+    def __init__(self):
+        self.sent: dict[str, int] = {}
+
+    def add(self, what: str, n_bytes: int) -> None:
+        self.sent[what] = self.sent.get(what, 0) + int(n_bytes)
+
+    def reset(self) -> None:
+        self.sent = {}
+
+    @property
+    def total(self) -> int:
+        return sum(self.sent.values())
+
+
+TRAFFIC = Traffic()
+
+
 def shard_bounds(num_passages: int, world_size: int, rank: int) -> tuple[int, int]:
     """Rows [start, end) of rank's shard: contiguous, sizes differ by at most one, the first ranks get the extra rows.
 
@@ -107,20 +128,16 @@ class ShardedIndex(Index):
         Returns:
             scores (B, k) float32 descending, and global rows (B, k) int64, on q_reps.device.
         """
-        scores, rows, _, sizes = self._search_all(q_reps, k)
-        mine = self._my_queries(sizes)
-        return scores[mine], rows[mine]
+        scores, rows, _ = self._search_mine(q_reps, k)
+        return scores, rows
 
     def search_with_vectors(self, q_reps: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Collective `search` that also returns the (B, k, d) float32 vectors of the result rows.
 
-        Each vector travels once, from the rank that holds it to the rank that asked (one all-to-all).
+        Only vectors held by another rank travel, once per distinct row a rank asked for.
         """
-        scores, rows, owners, sizes = self._search_all(q_reps, k)
-        mine = self._my_queries(sizes)
-        if sum(sizes) == 0:
-            return scores, rows, q_reps.new_zeros((0, k, self.dim), dtype=torch.float32)
-        return scores[mine], rows[mine], self._exchange_vectors(rows, owners, sizes)
+        scores, rows, owners = self._search_mine(q_reps, k)
+        return scores, rows, self._fetch_vectors(rows, owners)
 
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         """(B, k) global rows, all in this rank's shard -> (B, k, d) vectors; other rows live on other ranks."""
@@ -130,35 +147,38 @@ class ShardedIndex(Index):
                              "search_with_vectors to get the vectors of search results")  # fmt: skip
         return self.local.gather(rows - self.start)
 
-    def _search_all(self, q_reps: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-        """Merged top-k of every rank's queries, identical on every rank.
+    def _search_mine(self, q_reps: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The merged top-k of this rank's queries.
+
+        Every rank scores every rank's queries on its shard (the queries are all-gathered), then sends each rank only
+        the candidates of that rank's own queries (all-to-all), which the asking rank merges.
 
         Returns:
-            scores (B_total, k), rows (B_total, k), owners (B_total, k): the rank holding each row, and the list of
-            per-rank batch sizes (B_total = their sum; rank r's queries come r-th).
+            scores (B, k), rows (B, k) and owners (B, k): the rank holding each row.
         """
         sizes = self._gather_sizes(q_reps, k)
+        rank, world = _rank_world(self.group)
         if sum(sizes) == 0:  # every rank sees the same sizes, so all skip the remaining collectives together
             scores = torch.empty((0, k), device=q_reps.device)
-            return scores, scores.long(), scores.long(), sizes
-        q_all = torch.cat(_all_gather_padded(q_reps.detach().float(), sizes, self.group))  # (B_total, d)
+            return scores, scores.long(), scores.long()
+        q_all = torch.cat(_all_gather_padded(q_reps.detach().float(), sizes, self.group, "queries"))  # (B_total, d)
         cand_scores, cand_rows = _local_candidates(self.local, self.start, q_all, k)  # (B_total, k) each
-        cand_scores = torch.cat(_all_gather(cand_scores, self.group), dim=1)  # (B_total, world * k)
-        cand_rows = torch.cat(_all_gather(cand_rows, self.group), dim=1)
-        positions = _topk_positions(cand_scores, cand_rows, k)  # (B_total, k)
+        # Block r (rank r's queries) goes to rank r; what arrives is one (B, k) block from every rank, in rank order.
+        mine = sizes[rank]
+        got_scores = _all_to_all(cand_scores, sizes, self.group, "candidates").view(world, mine, k)
+        got_rows = _all_to_all(cand_rows, sizes, self.group, "candidates").view(world, mine, k)
+        got_scores = got_scores.permute(1, 0, 2).reshape(mine, world * k)  # (B, world * k): rank r's at r*k...
+        got_rows = got_rows.permute(1, 0, 2).reshape(mine, world * k)
+        positions = _topk_positions(got_scores, got_rows, k)  # (B, k)
         owners = torch.div(positions, k, rounding_mode="floor")  # candidate block r came from rank r
-        return cand_scores.gather(1, positions), cand_rows.gather(1, positions), owners, sizes
-
-    def _my_queries(self, sizes: list[int]) -> slice:
-        rank, _ = _rank_world(self.group)
-        return slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
+        return got_scores.gather(1, positions), got_rows.gather(1, positions), owners
 
     def _gather_sizes(self, q_reps: torch.Tensor, k: int) -> list[int]:
         """Every rank's batch size; checks k, d and the shard layout on every rank alike, so all raise or none."""
         if q_reps.ndim != 2:
             raise ValueError(f"q_reps must be (B, d), got shape {tuple(q_reps.shape)}")
         mine = torch.tensor([q_reps.shape[0], k, q_reps.shape[1], self.start, self.end], device=q_reps.device)
-        per_rank = torch.stack(_all_gather(mine, self.group)).tolist()  # (world, 5)
+        per_rank = torch.stack(_all_gather(mine, self.group, "sizes")).tolist()  # (world, 5)
         sizes, ks, dims, starts, ends = (list(column) for column in zip(*per_rank))
         if len(set(ks)) > 1:
             raise ValueError(f"every rank must search with the same k; got k per rank {ks}")
@@ -168,25 +188,41 @@ class ShardedIndex(Index):
             raise ValueError(f"queries must have d={self.dim}; got d per rank {dims}")
         if starts != [0, *ends[:-1]] or ends[-1] != self.size:
             raise ValueError(f"shards {list(zip(starts, ends))} (in rank order) must tile the corpus [0, {self.size})")
+        self._starts = starts
         return sizes
 
-    def _exchange_vectors(self, rows: torch.Tensor, owners: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-        """This rank's (B, k, d) result vectors, each sent by the rank that holds it.
+    def _fetch_vectors(self, rows: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+        """(B, k, d) float32 vectors of this rank's result rows: its own shard's read locally, the others requested
+        from their holders (collective: every rank calls it after the same search).
 
-        Args:
-            rows: (B_total, k) merged result rows of every rank's queries.
-            owners: (B_total, k) rank holding each of them.
-            sizes: every rank's batch size B (sum B_total).
+        Each rank sends every other rank the distinct local rows it needs from it (counts first, then the rows), and
+        answers with those rows' vectors: 8 bytes per row asked for, 4d per vector sent.
         """
         rank, world = _rank_world(self.group)
-        held = owners == rank  # (B_total, k)
-        local_rows = torch.where(held, rows - self.start, 0)  # local row 0 stands in for rows held elsewhere
-        vectors = self.local.gather(local_rows).to(rows.device, torch.float32)  # (B_total, k, d)
-        send = torch.where(held[..., None], vectors, 0.0)
-        received = _all_to_all(send, sizes, self.group)  # (world * B, k, d): block r holds rank r's rows
-        received = received.view(world, sizes[rank], rows.shape[1], self.dim)
-        mine = owners[self._my_queries(sizes)]  # (B, k)
-        return received.gather(0, mine[None, :, :, None].expand(1, *received.shape[1:])).squeeze(0)
+        out = torch.zeros((*rows.shape, self.dim), dtype=torch.float32, device=rows.device)
+        flat_rows, flat_owners = rows.reshape(-1), owners.reshape(-1)
+        held = flat_owners == rank
+        if bool(held.any()):
+            out.view(-1, self.dim)[held] = self.local.gather((flat_rows[held] - self.start)[None]).squeeze(0).to(out)
+        if world == 1:
+            return out
+        wanted, inverse = [], []  # per rank: distinct local rows asked of it, and where each result position maps
+        for other in range(world):
+            ask = (flat_owners == other) & (other != rank)
+            unique, inv = torch.unique(flat_rows[ask] - self._starts[other], return_inverse=True)
+            wanted.append(unique)
+            inverse.append((ask.nonzero().squeeze(1), inv))
+        send_counts = torch.tensor([w.numel() for w in wanted], dtype=torch.int64)
+        recv_counts = _all_to_all_v(send_counts, [1] * world, [1] * world, self.group, "requests")
+        requests = _all_to_all_v(torch.cat(wanted).cpu(), send_counts.tolist(), recv_counts.tolist(), self.group,
+                                 "requests")  # local rows other ranks asked this one for
+        answer = self.local.gather(requests[None].to(rows.device)).squeeze(0).to(torch.float32).cpu()  # (R, d)
+        vectors = _all_to_all_v(answer, recv_counts.tolist(), send_counts.tolist(), self.group, "vectors")
+        offsets = [0, *torch.cumsum(send_counts, 0).tolist()]
+        for other, (positions, inv) in enumerate(inverse):
+            if positions.numel():
+                out.view(-1, self.dim)[positions] = vectors[offsets[other] + inv].to(out)
+        return out
 
 
 def _topk_positions(scores: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tensor:
@@ -234,30 +270,47 @@ def _comm_device(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch
     return tensor.device
 
 
-def _all_gather(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> list[torch.Tensor]:
+def _all_gather(tensor: torch.Tensor, group: dist.ProcessGroup | None, what: str = "other") -> list[torch.Tensor]:
     """Every rank's tensor (same shape on all ranks), on this tensor's device."""
     _, world = _rank_world(group)
     if world == 1:
         return [tensor]
     sent = tensor.to(_comm_device(tensor, group)).contiguous()
+    TRAFFIC.add(what, sent.numel() * sent.element_size() * (world - 1))
     parts = [torch.empty_like(sent) for _ in range(world)]
     dist.all_gather(parts, sent, group=group)
     return [p.to(tensor.device) for p in parts]
 
 
-def _all_gather_padded(tensor: torch.Tensor, sizes: list[int], group: dist.ProcessGroup | None) -> list[torch.Tensor]:
+def _all_gather_padded(tensor: torch.Tensor, sizes: list[int], group: dist.ProcessGroup | None,
+                       what: str = "other") -> list[torch.Tensor]:
     """Every rank's (sizes[r], ...) tensor; padded to max(sizes) rows for the collective, trimmed after."""
     padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
     padded[: tensor.shape[0]] = tensor
-    return [part[:n] for part, n in zip(_all_gather(padded, group), sizes)]
+    return [part[:n] for part, n in zip(_all_gather(padded, group, what), sizes)]
 
 
-def _all_to_all(send: torch.Tensor, sizes: list[int], group: dist.ProcessGroup | None) -> torch.Tensor:
+def _all_to_all_v(send: torch.Tensor, send_counts: list[int], recv_counts: list[int],
+                  group: dist.ProcessGroup | None, what: str) -> torch.Tensor:
+    """Uneven all-to-all along dim 0: send_counts[r] rows of `send` (in rank order) go to rank r, recv_counts[r]
+    rows arrive from rank r; returns the received rows, in rank order."""
+    rank, _ = _rank_world(group)
+    sent = send.to(_comm_device(send, group)).contiguous()
+    received = sent.new_empty((sum(recv_counts), *send.shape[1:]))
+    row_bytes = sent[:1].numel() * sent.element_size() if sent.shape[0] else 0
+    TRAFFIC.add(what, (sum(send_counts) - send_counts[rank]) * row_bytes)
+    dist.all_to_all_single(received, sent, recv_counts, send_counts, group=group)
+    return received.to(send.device)
+
+
+def _all_to_all(send: torch.Tensor, sizes: list[int], group: dist.ProcessGroup | None,
+                what: str = "other") -> torch.Tensor:
     """(sum(sizes), ...) with block r meant for rank r -> (world * sizes[rank], ...): what every rank sent here."""
     rank, world = _rank_world(group)
     if world == 1:
         return send
     sent = send.to(_comm_device(send, group)).contiguous()
+    TRAFFIC.add(what, (sent.shape[0] - sizes[rank]) * sent[:1].numel() * sent.element_size())
     received = sent.new_empty((world * sizes[rank], *send.shape[1:]))
     dist.all_to_all_single(received, sent, [sizes[rank]] * world, sizes, group=group)
     return received.to(send.device)
