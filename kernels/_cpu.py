@@ -34,6 +34,13 @@ def faiss_prefers(dtype: torch.dtype, n_queries: int) -> bool:
     return faiss is not None and (n_queries >= FAISS_MIN_QUERIES or (dtype == torch.float32 and n_queries == 1))
 
 
+def bf16_filter_applies(queries: torch.Tensor, docs: torch.Tensor) -> bool:
+    """Whether `topk_scores`' torch path may select candidates with a bf16 matmul: bfloat16 inputs on a CPU where
+    oneDNN runs bf16 matmuls (AVX512-BF16 / AMX, or AVX512 emulation)."""
+    return (docs.dtype == torch.bfloat16 and docs.device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def widen_into(chunk: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
     """A (c, d) CPU chunk as float32: itself when it already is, else copied into `buf` (>= c * d elements, reused
     across chunks; copy_ into it runs ~7x faster than `.float()`)."""

@@ -76,7 +76,9 @@ def topk_scores(
     _check_inputs(queries, docs, k)
     scores, indices = _check_or_alloc_out(out, queries, k)
     resolved = _resolve_backend(backend, queries.device, queries.shape[0], docs.dtype)
-    if resolved == "torch":
+    if resolved == "torch" and _cpu.bf16_filter_applies(queries, docs):
+        keys = _bf16_filtered_keys(queries, docs, k, chunk_size)
+    elif resolved == "torch":
         keys = _reference_keys(queries, docs, k, chunk_size)
     elif resolved == "faiss":
         keys = _faiss_keys(queries, docs, k)
@@ -219,6 +221,46 @@ def _chunk_top_keys(scores: torch.Tensor, start: int, k: int) -> torch.Tensor:
         return _pack_keys(scores, arange).topk(kk, dim=1).values
     values, idx = values[:, :kk], idx[:, :kk]
     return _pack_keys(values, idx + start)
+
+
+# ---- bfloat16 on CPU: bf16 products select candidates, fp32 ranks them ----
+
+
+def _bf16_filtered_keys(queries: torch.Tensor, docs: torch.Tensor, k: int, chunk_size: int | None) -> torch.Tensor:
+    """(B, k) int64 keys, descending, for bfloat16 queries and passages on a CPU with native bf16 matmul.
+
+    Stage 1 scores every passage with a bf16 matmul (oneDNN: bf16 products, fp32 accumulation, each score rounded to
+    bf16, relative error <= 2^-9) and keeps each query's m = min(N, 2k + 8) best approximate scores. Stage 2 scores
+    those m in fp32, as the chunked path does. Any passage left out has an approximate score <= a, the (m+1)-th best,
+    so its fp32 score is at most a + 2^-7 |a| (4x the rounding bound: the two fp32 sums round differently too); where
+    the k-th fp32 score of the candidates beats that, the top k is among them and packing orders it by the tie rule.
+    Other queries (near-ties at the cut, or cancellation) are ranked by the chunked path. Reads N * d * 2 bytes once
+    instead of widening them to fp32 first: 2-4x faster on CPUs with AVX512-BF16 or AMX (`kernels.bench`).
+    """
+    n_queries, dim = queries.shape
+    n_docs = docs.shape[0]
+    m = min(n_docs, 2 * k + 8)
+    if chunk_size is None:
+        chunk_size = max(m + 1, 2**24 // max(1, n_queries))
+    best_vals = torch.full((n_queries, 0), float("-inf"))
+    best_rows = torch.zeros((n_queries, 0), dtype=torch.int64)
+    for start in range(0, n_docs, chunk_size):
+        approx = (queries @ docs[start : start + chunk_size].T).float()  # (B, c): bf16-rounded scores
+        vals, idx = approx.topk(min(m + 1, approx.shape[1]), dim=1)
+        vals, pos = torch.cat([best_vals, vals], dim=1).topk(min(m + 1, best_vals.shape[1] + vals.shape[1]), dim=1)
+        best_rows = torch.cat([best_rows, idx + start], dim=1).gather(1, pos)
+        best_vals = vals
+    cand_rows = best_rows[:, :m]  # (B, m)
+    exact = torch.einsum("bd,bmd->bm", queries.float(), docs[cand_rows].float())  # (B, m) fp32, as _reference_keys
+    keys = _pack_keys(exact, cand_rows).topk(k, dim=1).values  # (B, k)
+    if m == n_docs:  # every passage is a candidate: nothing was left out
+        return keys
+    left_out = best_vals[:, m]  # (B,) best approximate score not kept
+    kth = exact.topk(k, dim=1).values[:, k - 1]
+    unsure = (kth <= left_out + left_out.abs() * 2.0**-7).nonzero().squeeze(1)
+    if unsure.numel():
+        keys[unsure] = _reference_keys(queries[unsure], docs, k, None)
+    return keys
 
 
 # ---- FAISS (CPU) ----

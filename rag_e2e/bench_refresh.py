@@ -2,6 +2,7 @@
 
     python -m rag_e2e.bench_refresh [steps=N] [every=N] [rounds=N] [repeats=N] [out=bench_results/refresh.json]
                                     [config overrides...]
+    python -m rag_e2e.bench_refresh scale=1000000 [steps=200] [out=bench_results/refresh_scale.json]
 
 Two ratios (goal >= 0.9 each), measured in one process on one machine:
   1. refresh passages/s (IndexBuilder.build: fingerprint + encode from the token cache + build the index) / bare
@@ -9,10 +10,18 @@ Two ratios (goal >= 0.9 each), measured in one process on one machine:
   2. training steps/s with async refresh every `every` steps / steps/s with refresh off (sync shown for scale),
      over `rounds` rounds in rotated order.
 Training runs the end-to-end retriever (passage tower trained, fresh doc scores) on the synthetic KB.
+
+`scale=N`: the synthetic KB padded to N passages with distractors (`data.synthetic.distractor_passages`), vectors in
+a float16 memmap on disk (`index.embeddings_dir`). Measured once each, alternately: the bare tower forward over
+pre-tokenized batches, the same plus tokenization, and a refresh build (tokenize, encode, write the memmap, build the
+index); peak RAM (max RSS) and disk (the embeddings directory) after each. Then training steps/s with an async
+refresh in flight against training with none (`refresh=stale`), `steps` steps each after `skip` warm-up steps.
 """
 
 from __future__ import annotations
 
+import resource
+import shutil
 import statistics
 import sys
 import time
@@ -115,10 +124,121 @@ def bench_training(overrides: list[str], steps: int, every: int, rounds: int = 3
     return out
 
 
+def _max_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def _disk_gb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**30 if path.exists() else 0.0
+
+
+class _PendingClock(L.Callback):
+    """Wall time of steps after `skip`, counting how many ran while an async refresh was in flight."""
+
+    def __init__(self, refresh, skip: int):
+        self.refresh, self.skip, self.started = refresh, skip, None
+        self.elapsed, self.steps, self.pending_steps = 0.0, 0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.skip:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.started is not None:
+            self.elapsed, self.steps = time.perf_counter() - self.started, trainer.global_step - self.skip
+            self.pending_steps += self.refresh._pending is not None
+
+
+def _scale_encoding(common: list[str], emb_dir: Path) -> tuple[dict, float]:
+    """The encoding half of `bench_scale`; also returns the embeddings directory's size after the refresh (GB)."""
+    parts = assemble(compose(common), progress=False)
+    builder, encoder = parts.refresh.builder, parts.module.rag.encoder
+    n = len(builder.corpus)
+    encoder.eval()
+    began = time.perf_counter()
+    batches = builder.token_batches(0, n)  # what the bare forward runs on
+    tokenize_s = time.perf_counter() - began
+
+    @torch.no_grad()
+    def bare() -> None:
+        for tok in batches:
+            encoder.encode_passage(tok["input_ids"], tok["attention_mask"])
+
+    with torch.no_grad():  # warm-up: first calls allocate and pick kernels
+        for tok in batches[:5]:
+            encoder.encode_passage(tok["input_ids"], tok["attention_mask"])
+    seconds, disk = {}, {}
+    for name, fn in (("bare", bare), ("refresh", lambda: builder.build(encoder))):
+        began = time.perf_counter()
+        fn()
+        seconds[name] = time.perf_counter() - began
+        disk[name] = _disk_gb(emb_dir)
+    encoding = {"passages": n, "dim": encoder.passage_model.config.hidden_size, "tokenize_s": tokenize_s,
+                "bare_s": seconds["bare"], "refresh_s": seconds["refresh"],
+                "bare_passages_per_s": n / seconds["bare"], "refresh_passages_per_s": n / seconds["refresh"],
+                "ratio": seconds["bare"] / seconds["refresh"],
+                "ratio_incl_tokenize": (seconds["bare"] + tokenize_s) / seconds["refresh"],
+                "peak_rss_gb": _max_rss_gb(), "embeddings_disk_gb": disk["refresh"]}
+    return encoding, max(disk.values())
+
+
+def bench_scale(overrides: list[str], passages: int, steps: int, skip: int, work: Path) -> dict:
+    """Refresh of a `passages`-row corpus in a float16 memmap, and async refresh's cost to training, at that scale."""
+    kb = compose([*DEFAULTS, *overrides])
+    distractors = passages - (kb.data.synthetic.num_entities * kb.data.synthetic.attributes_per_entity)
+    emb_dir = work / "scale_embeddings"
+    shutil.rmtree(emb_dir, ignore_errors=True)
+    common = [*DEFAULTS, *overrides, f"data.synthetic.distractor_passages={distractors}",
+              f"index.embeddings_dir={emb_dir}", "index.embeddings_dtype=float16"]
+    encoding, disk = _scale_encoding(common, emb_dir)
+    train = {}
+    for mode in ("stale", "async"):  # stale: no refresh while the passage tower trains
+        cfg = compose([*common, f"refresh={mode}", f"refresh.schedule={skip}", f"trainer.max_steps={steps + skip}"])
+        L.seed_everything(cfg.trainer.seed, verbose=False)
+        run_parts = assemble(cfg, progress=False)
+        trainer = build_trainer(cfg, work / f"scale-{mode}", run_parts.refresh, progress=False, log=False)
+        clock = _PendingClock(run_parts.refresh, skip)
+        trainer.callbacks.append(clock)
+        trainer.fit(run_parts.module, datamodule=run_parts.datamodule)
+        train[mode] = {"steps": clock.steps, "seconds": clock.elapsed, "steps_per_s": clock.steps / clock.elapsed,
+                       "steps_with_refresh_in_flight": clock.pending_steps,
+                       "refresh_wall_s": [h["wall_s"] for h in run_parts.refresh.history]}
+        del run_parts, trainer
+    train["async"]["ratio_vs_none"] = train["async"]["steps_per_s"] / train["stale"]["steps_per_s"]
+    peak = {"peak_rss_gb": _max_rss_gb(), "peak_disk_gb": disk}
+    shutil.rmtree(emb_dir, ignore_errors=True)
+    return {"encoding": encoding, "training": train, **peak}
+
+
+def _print_scale(result: dict, device: str) -> None:
+    enc, train = result["encoding"], result["training"]
+    print(f"device: {device}; corpus {enc['passages']:,} passages, d={enc['dim']}, float16 memmap")
+    print(f"{'measure':<52}{'value':>12}{'ratio':>8}")
+    print(f"{'bare passage-tower forward (passages/s)':<52}{enc['bare_passages_per_s']:>12.0f}")
+    print(f"{'refresh build, tokenizing + memmap (passages/s)':<52}{enc['refresh_passages_per_s']:>12.0f}"
+          f"{enc['ratio']:>8.2f}")
+    print(f"{'  vs bare forward + tokenizing':<52}{'':>12}{enc['ratio_incl_tokenize']:>8.2f}")
+    print(f"{'train steps/s, no refresh':<52}{train['stale']['steps_per_s']:>12.2f}")
+    label = f"train steps/s, async refresh in flight ({train['async']['steps_with_refresh_in_flight']} steps)"
+    print(f"{label:<52}{train['async']['steps_per_s']:>12.2f}{train['async']['ratio_vs_none']:>8.2f}")
+    print(f"{'peak RAM (max RSS, GB)':<52}{result['peak_rss_gb']:>12.2f}")
+    print(f"{'peak disk (embeddings, GB)':<52}{result['peak_disk_gb']:>12.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    opts = {"steps": "60", "every": "20", "rounds": "3", "repeats": "5", "out": "bench_results/refresh.json"}
+    opts = {"steps": "", "every": "20", "rounds": "3", "repeats": "5", "out": "", "scale": "0", "skip": "5"}
     opts, overrides = split_options(args, opts)
+    if int(opts["scale"]):
+        device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+        out = Path(opts["out"] or "bench_results/refresh_scale.json")
+        steps = int(opts["steps"] or 200)
+        result = bench_scale(overrides, int(opts["scale"]), steps, int(opts["skip"]), out.parent / "refresh_scale_work")
+        _print_scale(result, device)
+        atomic.write_json(out, {"device": device, "overrides": overrides, **result})
+        print(f"wrote {out}")
+        return 0
+    opts["steps"], opts["out"] = opts["steps"] or "60", opts["out"] or "bench_results/refresh.json"
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     enc = bench_encoding(overrides, int(opts["repeats"]))
     out = Path(opts["out"])

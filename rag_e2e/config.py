@@ -34,12 +34,14 @@ class SyntheticConfig:
     attributes_per_entity: int = 3  # one passage and one question per attribute; one per entity is held out
     twins: bool = False  # entities in pairs with the same name words swapped: only word order tells them apart
     filler_sentences: int = 0  # unrelated sentences appended to each KB passage (noise a fixed passage vector keeps)
+    distractor_passages: int = 0  # passages about no entity appended to the corpus (scale; they answer nothing)
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check(self.num_entities >= 10, "set `data.synthetic.num_entities` >= 10")
         _check(1 <= self.attributes_per_entity <= 4, "set `data.synthetic.attributes_per_entity` in [1, 4]")
         _check(self.num_reader_entities >= 0, "set `data.synthetic.num_reader_entities` >= 0")
+        _check(self.distractor_passages >= 0, "set `data.synthetic.distractor_passages` >= 0")
         _check((self.num_entities + self.num_reader_entities) * self.attributes_per_entity <= 3416,
                "the synthetic KB has 3,416 distinct answers: lower `data.synthetic.num_entities`, "
                "`data.synthetic.num_reader_entities` or `data.synthetic.attributes_per_entity`")

@@ -44,7 +44,7 @@ def _cap(examples: list[QAExample], limit: int | None, seed: int) -> list[QAExam
 def _synthetic_kb(cfg: DataConfig):
     s = cfg.synthetic
     return make_synthetic_kb(s.num_entities, s.num_reader_entities, s.attributes_per_entity, s.seed, twins=s.twins,
-                             filler_sentences=s.filler_sentences)
+                             filler_sentences=s.filler_sentences, distractor_passages=s.distractor_passages)
 
 
 def load_corpus_of(cfg: DataConfig, base_dir: Path | None = None) -> tuple[list[Passage], str]:

@@ -114,7 +114,8 @@ def _entity(prefix: str, name: str, values: list[str],
 
 
 def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_per_entity: int,
-                      seed: int, twins: bool = False, filler_sentences: int = 0) -> SyntheticKB:
+                      seed: int, twins: bool = False, filler_sentences: int = 0,
+                      distractor_passages: int = 0) -> SyntheticKB:
     """Generate the knowledge base; the same arguments always give the same data.
 
     Args:
@@ -130,6 +131,9 @@ def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_pe
             fixed mean-pooled passage vector they drown the few tokens that identify the entity (the same words
             recur, in different mixes, across passages); a passage tower that trains can learn to discount them
             (the `synthetic_hard` experiment). Reader-only passages get none.
+        distractor_passages: passages about no entity appended to the corpus (pids `x<n>`): two filler sentences and
+            a few made-up words each, answering no question. They scale the corpus (the refresh benchmark's 1M
+            passages) without touching the questions; generated from their own seed, so the entities are unchanged.
     """
     rng = random.Random(seed)
     total = num_entities + num_reader_entities
@@ -160,4 +164,11 @@ def make_synthetic_kb(num_entities: int, num_reader_entities: int, attributes_pe
         train.extend(qa for j, (_, qa) in enumerate(items) if j != held)
     rng.shuffle(held_out)
     n_dev = len(held_out) // 3
+    corpus.extend(_distractors(distractor_passages, seed))
     return SyntheticKB(corpus, train, held_out[:n_dev], held_out[n_dev:], reader)
+
+
+def _distractors(count: int, seed: int) -> list[Passage]:
+    rng = random.Random(f"distractors-{seed}")
+    return [Passage(pid=f"x{i}", text=" ".join([*rng.sample(_FILLER, 2), *(_word(rng, 2) for _ in range(3))]),
+                    title="") for i in range(count)]

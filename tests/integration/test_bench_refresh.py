@@ -24,3 +24,18 @@ def test_bench_refresh_writes_medians_and_ratios(tmp_path, capsys):
     assert train["async"]["ratio_vs_off"] == train["async"]["steps_per_s"] / train["off"]["steps_per_s"]
     assert sorted(p.name for p in (tmp_path / "refresh_runs").iterdir()) == ["async-0", "off-0", "sync-0"]
     assert "refresh build (passages/s)" in capsys.readouterr().out
+
+
+def test_bench_refresh_at_scale_pads_the_corpus_and_reports_memory_and_disk(tmp_path, capsys):
+    out = tmp_path / "scale.json"
+    assert bench_refresh.main(["scale=700", "steps=3", "skip=2", f"out={out}", *TINY, "trainer.num_threads=1"]) == 0
+    result = json.loads(out.read_text())
+    enc, train = result["encoding"], result["training"]
+    assert enc["passages"] == 700  # 40 entities x 3 attributes, plus 580 distractors
+    assert enc["ratio"] == pytest.approx(enc["bare_s"] / enc["refresh_s"])
+    assert enc["embeddings_disk_gb"] == pytest.approx(700 * enc["dim"] * 2 / 2**30, rel=0.2)  # float16 + headers
+    assert train["stale"]["steps"] == train["async"]["steps"] == 3 and train["stale"]["refresh_wall_s"] == []
+    assert train["async"]["ratio_vs_none"] == pytest.approx(train["async"]["steps_per_s"] / train["stale"]["steps_per_s"])
+    assert result["peak_rss_gb"] > 0.1
+    assert not (tmp_path / "refresh_scale_work" / "scale_embeddings").exists()  # cleaned up
+    assert "async refresh in flight" in capsys.readouterr().out

@@ -72,3 +72,16 @@ def test_filler_sentences_follow_the_fact_in_kb_passages_only():
     for p in filled.corpus:
         filler = p.text.split(".", 1)[1].lower()
         assert not any(a in filler for a in answers)  # no answer string hides in the filler
+
+
+def test_distractor_passages_pad_the_corpus_and_leave_the_questions_alone():
+    from rag_e2e.data.synthetic import make_synthetic_kb
+
+    plain = make_synthetic_kb(20, 10, 3, seed=4)
+    padded = make_synthetic_kb(20, 10, 3, seed=4, distractor_passages=50)
+    assert padded.corpus[:60] == plain.corpus and len(padded.corpus) == 110
+    assert (padded.train, padded.dev, padded.test, padded.reader) == (plain.train, plain.dev, plain.test, plain.reader)
+    distractors = padded.corpus[60:]
+    assert [p.pid for p in distractors] == [f"x{i}" for i in range(50)] and len({p.text for p in distractors}) == 50
+    answers = {a for qa in plain.train + plain.dev + plain.test for a in qa.answers}
+    assert not any(a in p.text for p in distractors for a in answers)  # they answer nothing

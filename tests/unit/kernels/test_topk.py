@@ -204,3 +204,31 @@ def test_auto_on_cpu_dispatch(monkeypatch, seed):
         for n_queries in (1, few, many):
             queries = torch.randn(n_queries, 24).to(dtype)
             _check(queries, docs, 17, *topk_scores(queries, docs, 17), seed)
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or not topk_mod._cpu.bf16_filter_applies(
+    torch.empty(1, 1, dtype=torch.bfloat16), torch.empty(1, 1, dtype=torch.bfloat16)),
+    reason="needs a CPU with oneDNN bf16 matmul")
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_bf16_filter_ranks_exactly_and_falls_back_only_where_unsure(monkeypatch, seed, k):
+    fallback_rows = []
+    reference = topk_mod._reference_keys
+
+    def spy(queries, docs, k, chunk_size):
+        fallback_rows.append(queries.shape[0])
+        return reference(queries, docs, k, chunk_size)
+
+    monkeypatch.setattr(topk_mod, "_reference_keys", spy)
+    queries = torch.randn(40, 96).bfloat16()
+    docs = torch.randn(3000, 96).bfloat16()
+    for chunk_size in (None, 700):  # one chunk, and merged candidate lists across chunks
+        _check(queries, docs, k, *topk_scores(queries, docs, k, backend="torch", chunk_size=chunk_size), seed)
+    assert sum(fallback_rows) < 2 * 40 // 4, f"seed={seed}"  # random scores: the bound rarely leaves doubt
+    # Ties among the candidates: packing applies the tie rule, no doubt. Ties past the candidates (m = 2k + 8 = 12):
+    # the query goes the exact way. Either way the smaller rows come first.
+    q = docs[0:1].clone()
+    docs[[5, 6]] = docs[0].clone()
+    fallback_rows.clear()
+    assert topk_scores(q, docs, 2, backend="torch")[1].tolist() == [[0, 5]] and fallback_rows == []
+    docs[100:120] = docs[0].clone()
+    assert topk_scores(q, docs, 2, backend="torch")[1].tolist() == [[0, 5]] and fallback_rows == [1]
