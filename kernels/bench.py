@@ -191,6 +191,21 @@ def _print_table(result: dict) -> None:
         print(line + (f" {100 * r['frac_copy']:>5.0f}%" if r["frac_copy"] is not None else ""))
 
 
+def summary_markdown(results: list[dict]) -> str:
+    """One row per (N, dtype, B, k) across result files: `topk_scores` (auto) and FAISS ms, and their ratio."""
+    lines = ["| N | storage | B | k | topk_scores ms | faiss ms | vs faiss |", "|--:|---|--:|--:|--:|--:|--:|"]
+    for result in results:
+        cells: dict[tuple, dict[str, float]] = {}
+        for r in result["rows"]:
+            cells.setdefault((r["N"], r["dtype"], r["B"], r["k"]), {})[r["method"]] = r["ms"]
+        for (n, dtype, b, k), ms in cells.items():
+            ours, theirs = ms.get("topk_scores"), ms.get("faiss_flat_cpu")
+            if ours is None or theirs is None:
+                continue
+            lines.append(f"| {n:,} | {dtype} | {b} | {k} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_results/topk.json"), help="JSON results path")
@@ -200,7 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--summary", type=Path, nargs="+", help="print the README table of these JSON results; no run")
     args = parser.parse_args(argv)
+    if args.summary:
+        print(summary_markdown([json.loads(p.read_text()) for p in args.summary]))
+        return
     result = run(args)
     _print_table(result)
     atomic.write_text(args.out, json.dumps(result, indent=1))
