@@ -132,20 +132,16 @@ def _disk_gb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**30 if path.exists() else 0.0
 
 
-class _PendingClock(L.Callback):
-    """Wall time of steps after `skip`, counting how many ran while an async refresh was in flight."""
+class _PendingClock(_StepClock):
+    """`_StepClock` that also counts the measured steps run while an async refresh was in flight."""
 
     def __init__(self, refresh, skip: int):
-        self.refresh, self.skip, self.started = refresh, skip, None
-        self.elapsed, self.steps, self.pending_steps = 0.0, 0, 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.skip:
-            self.started = time.perf_counter()
+        super().__init__(skip)
+        self.refresh, self.pending_steps = refresh, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self.started is not None:
-            self.elapsed, self.steps = time.perf_counter() - self.started, trainer.global_step - self.skip
             self.pending_steps += self.refresh._pending is not None
 
 
