@@ -5,8 +5,9 @@ torch wheel's BLAS is MKL, which runs the float32 (B, d) x (d, c) products of ex
 OpenBLAS inside faiss-cpu, and `faiss.knn` blocks that product and keeps per-query heaps: from 20 queries (where
 FAISS itself switches to BLAS) FAISS is faster, and `topk_scores` calls it and applies its own tie rule. Below 20,
 FAISS scans D once per query: for one float32 query that scan is still faster than MKL's, for 16 queries the
-chunked torch product (one pass over D) is ~0.6x FAISS's time. 16-bit passages must be widened to float32 first;
-with few queries the torch path, which widens cache-sized chunks and scores them while still in cache, is faster.
+chunked torch product (one pass over D) is ~0.6x FAISS's time. 16-bit passages must be widened to float32 first; with
+few queries the torch path, which widens cache-sized chunks and scores them while still in cache, is faster. bfloat16
+passages skip the widening where oneDNN multiplies bf16 (`topk._bf16_filtered_keys`), and beat FAISS at every B.
 numpy's matmul (OpenBLAS too) is as fast as FAISS's, but its worker threads busy-wait after each call and, measured,
 slowed the next FAISS or torch call 2-3x on 2 cores, which a training loop would pay; so it is not used.
 """
@@ -30,15 +31,22 @@ def faiss_available() -> bool:
 
 
 def faiss_prefers(dtype: torch.dtype, n_queries: int) -> bool:
-    """Whether "auto" on CPU should search (B = n_queries) passages of `dtype` with FAISS."""
-    return faiss is not None and (n_queries >= FAISS_MIN_QUERIES or (dtype == torch.float32 and n_queries == 1))
+    """Whether "auto" on CPU should search (B = n_queries) passages of `dtype` with FAISS (never bfloat16 where
+    the bf16 matmul filter runs: measured 0.2-0.8x FAISS's time on float32 copies, at every B)."""
+    if faiss is None or (dtype == torch.bfloat16 and bf16_matmul_supported()):
+        return False
+    return n_queries >= FAISS_MIN_QUERIES or (dtype == torch.float32 and n_queries == 1)
+
+
+def bf16_matmul_supported() -> bool:
+    """Whether oneDNN runs bf16 matmuls on this CPU (AVX512-BF16 / AMX, or AVX512 emulation)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def bf16_filter_applies(queries: torch.Tensor, docs: torch.Tensor) -> bool:
     """Whether `topk_scores`' torch path may select candidates with a bf16 matmul: bfloat16 inputs on a CPU where
     oneDNN runs bf16 matmuls (AVX512-BF16 / AMX, or AVX512 emulation)."""
-    return (docs.dtype == torch.bfloat16 and docs.device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return docs.dtype == torch.bfloat16 and docs.device.type == "cpu" and bf16_matmul_supported()
 
 
 def widen_into(chunk: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:

@@ -192,16 +192,18 @@ def _print_table(result: dict) -> None:
 
 
 def summary_markdown(results: list[dict]) -> str:
-    """One row per (N, dtype, B, k) across result files: `topk_scores` (auto) and FAISS ms, and their ratio."""
-    lines = ["| N | storage | B | k | topk_scores ms | faiss ms | vs faiss |", "|--:|---|--:|--:|--:|--:|--:|"]
+    """One row per (N, dtype, B, k): `topk_scores` (auto) and FAISS ms, and their ratio; a cell measured in a later
+    file replaces the earlier file's (e.g. a rerun of one dtype after a change)."""
+    cells: dict[tuple, dict[str, float]] = {}
     for result in results:
-        cells: dict[tuple, dict[str, float]] = {}
+        fresh: dict[tuple, dict[str, float]] = {}
         for r in result["rows"]:
-            cells.setdefault((r["N"], r["dtype"], r["B"], r["k"]), {})[r["method"]] = r["ms"]
-        for (n, dtype, b, k), ms in cells.items():
-            ours, theirs = ms.get("topk_scores"), ms.get("faiss_flat_cpu")
-            if ours is None or theirs is None:
-                continue
+            fresh.setdefault((r["N"], r["dtype"], r["B"], r["k"]), {})[r["method"]] = r["ms"]
+        cells.update(fresh)
+    lines = ["| N | storage | B | k | topk_scores ms | faiss ms | vs faiss |", "|--:|---|--:|--:|--:|--:|--:|"]
+    for (n, dtype, b, k), ms in sorted(cells.items(), key=lambda item: (item[0][1] != "float32", *item[0])):
+        ours, theirs = ms.get("topk_scores"), ms.get("faiss_flat_cpu")
+        if ours is not None and theirs is not None:
             lines.append(f"| {n:,} | {dtype} | {b} | {k} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} |")
     return "\n".join(lines)
 

@@ -55,7 +55,8 @@ def topk_scores(
         chunk_size: passages scored per step by the torch backend (memory O(B * chunk_size)); None picks one.
         backend: "triton", "torch", "faiss" (CPU: FAISS's exhaustive search, then the tie rule), or "auto": Triton
             on CUDA (or on CPU under TRITON_INTERPRET=1); on CPU, FAISS when faiss is importable and B >= 20 (or
-            B = 1 with float32 passages), the chunked torch path otherwise (why: `kernels/_cpu.py`; `python -m
+            B = 1 with float32 passages), except for bfloat16 where oneDNN multiplies it (a bf16 candidate
+            filter), and the chunked torch path otherwise (why: `kernels/_cpu.py`; `python -m
             rag_e2e.kernels.bench` measures it).
         out: optional preallocated (scores (B, k) fp32, indices (B, k) int64) to write into.
         num_splits: Triton only: programs per query block along N (merged afterwards); None sizes it to the GPU.

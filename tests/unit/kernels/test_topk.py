@@ -197,8 +197,10 @@ def test_auto_on_cpu_dispatch(monkeypatch, seed):
     many, few = topk_mod._cpu.FAISS_MIN_QUERIES, topk_mod._cpu.FAISS_MIN_QUERIES - 1
     assert topk_mod._resolve_backend("auto", cpu, 1, torch.float32) == "faiss"
     assert topk_mod._resolve_backend("auto", cpu, few, torch.float32) == "torch"
-    assert topk_mod._resolve_backend("auto", cpu, many, torch.bfloat16) == "faiss"
-    assert topk_mod._resolve_backend("auto", cpu, few, torch.bfloat16) == "torch"
+    assert topk_mod._resolve_backend("auto", cpu, many, torch.float16) == "faiss"
+    assert topk_mod._resolve_backend("auto", cpu, few, torch.float16) == "torch"
+    bf16 = "torch" if topk_mod._cpu.bf16_matmul_supported() else "faiss"  # the bf16 matmul filter, where it runs
+    assert topk_mod._resolve_backend("auto", cpu, many, torch.bfloat16) == bf16
     for dtype in DTYPES:
         docs = torch.randn(900, 24).to(dtype)
         for n_queries in (1, few, many):
