@@ -64,17 +64,19 @@ def markdown(table: dict[str, dict]) -> str:
     lines = ["| arm | seeds | R@5 | EM | refresh s / run | passages encoded / run | overlap@5 before | after | "
              "gain kept | cost |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
 
-    def pm(row, key, scale=100.0, digits=1):
-        return f"{scale * row[key]:.{digits}f} ± {scale * row[key + '_std']:.{digits}f}" if key in row else "—"
+    def pm(row: dict, key: str, scale: float = 100.0, digits: int = 1) -> str:
+        if key not in row:
+            return "—"
+        return f"{scale * row[key]:.{digits}f} ± {scale * row[key + '_std']:.{digits}f}"
+
+    def num(row: dict, key: str, fmt: str) -> str:
+        return format(row[key], fmt) if key in row else "—"
 
     for arm, row in table.items():
-        lines.append(
-            f"| {arm} | {len(row['seeds'])} | {pm(row, 'r5')} | {pm(row, 'em')} | {pm(row, 'refresh_s', 1, 1)} | "
-            f"{row['rows']:.0f} | {pm(row, 'overlap_before', 1, 3) if 'overlap_before' in row else '—'} | "
-            f"{pm(row, 'overlap_after', 1, 3) if 'overlap_after' in row else '—'} | "
-            f"{row['gain_kept']:.2f} | {row['cost']:.2f} |" if "gain_kept" in row and "rows" in row else
-            f"| {arm} | {len(row['seeds'])} | {pm(row, 'r5')} | {pm(row, 'em')} | {pm(row, 'refresh_s', 1, 1)} | "
-            f"{row.get('rows', 0):.0f} | — | — | — | — |")
+        cells = [arm, str(len(row["seeds"])), pm(row, "r5"), pm(row, "em"), pm(row, "refresh_s", 1, 1),
+                 num(row, "rows", ",.0f"), pm(row, "overlap_before", 1, 3), pm(row, "overlap_after", 1, 3),
+                 num(row, "gain_kept", ".2f"), num(row, "cost", ".2f")]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
