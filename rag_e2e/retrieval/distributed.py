@@ -128,7 +128,7 @@ class ShardedIndex(Index):
         Returns:
             scores (B, k) float32 descending, and global rows (B, k) int64, on q_reps.device.
         """
-        scores, rows, _ = self._search_mine(q_reps, k)
+        scores, rows, _, _ = self._search_mine(q_reps, k)
         return scores, rows
 
     def search_with_vectors(self, q_reps: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,8 +136,8 @@ class ShardedIndex(Index):
 
         Only vectors held by another rank travel, once per distinct row a rank asked for.
         """
-        scores, rows, owners = self._search_mine(q_reps, k)
-        return scores, rows, self._fetch_vectors(rows, owners)
+        scores, rows, owners, starts = self._search_mine(q_reps, k)
+        return scores, rows, self._fetch_vectors(rows, owners, starts)
 
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         """(B, k) global rows, all in this rank's shard -> (B, k, d) vectors; other rows live on other ranks."""
@@ -147,20 +147,21 @@ class ShardedIndex(Index):
                              "search_with_vectors to get the vectors of search results")  # fmt: skip
         return self.local.gather(rows - self.start)
 
-    def _search_mine(self, q_reps: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _search_mine(self, q_reps: torch.Tensor,
+                     k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
         """The merged top-k of this rank's queries.
 
         Every rank scores every rank's queries on its shard (the queries are all-gathered), then sends each rank only
         the candidates of that rank's own queries (all-to-all), which the asking rank merges.
 
         Returns:
-            scores (B, k), rows (B, k) and owners (B, k): the rank holding each row.
+            scores (B, k), rows (B, k) and owners (B, k): the rank holding each row; and every rank's shard start.
         """
-        sizes = self._gather_sizes(q_reps, k)
+        sizes, starts = self._gather_sizes(q_reps, k)
         rank, world = _rank_world(self.group)
         if sum(sizes) == 0:  # every rank sees the same sizes, so all skip the remaining collectives together
             scores = torch.empty((0, k), device=q_reps.device)
-            return scores, scores.long(), scores.long()
+            return scores, scores.long(), scores.long(), starts
         q_all = torch.cat(_all_gather_padded(q_reps.detach().float(), sizes, self.group, "queries"))  # (B_total, d)
         cand_scores, cand_rows = _local_candidates(self.local, self.start, q_all, k)  # (B_total, k) each
         # Block r (rank r's queries) goes to rank r; what arrives is one (B, k) block from every rank, in rank order.
@@ -171,10 +172,11 @@ class ShardedIndex(Index):
         got_rows = got_rows.permute(1, 0, 2).reshape(mine, world * k)
         positions = _topk_positions(got_scores, got_rows, k)  # (B, k)
         owners = torch.div(positions, k, rounding_mode="floor")  # candidate block r came from rank r
-        return got_scores.gather(1, positions), got_rows.gather(1, positions), owners
+        return got_scores.gather(1, positions), got_rows.gather(1, positions), owners, starts
 
-    def _gather_sizes(self, q_reps: torch.Tensor, k: int) -> list[int]:
-        """Every rank's batch size; checks k, d and the shard layout on every rank alike, so all raise or none."""
+    def _gather_sizes(self, q_reps: torch.Tensor, k: int) -> tuple[list[int], list[int]]:
+        """Every rank's batch size and shard start; checks k, d and the shard layout on every rank alike, so all
+        raise or none."""
         if q_reps.ndim != 2:
             raise ValueError(f"q_reps must be (B, d), got shape {tuple(q_reps.shape)}")
         mine = torch.tensor([q_reps.shape[0], k, q_reps.shape[1], self.start, self.end], device=q_reps.device)
@@ -188,10 +190,9 @@ class ShardedIndex(Index):
             raise ValueError(f"queries must have d={self.dim}; got d per rank {dims}")
         if starts != [0, *ends[:-1]] or ends[-1] != self.size:
             raise ValueError(f"shards {list(zip(starts, ends))} (in rank order) must tile the corpus [0, {self.size})")
-        self._starts = starts
-        return sizes
+        return sizes, starts
 
-    def _fetch_vectors(self, rows: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+    def _fetch_vectors(self, rows: torch.Tensor, owners: torch.Tensor, starts: list[int]) -> torch.Tensor:
         """(B, k, d) float32 vectors of this rank's result rows: its own shard's read locally, the others requested
         from their holders (collective: every rank calls it after the same search).
 
@@ -209,7 +210,7 @@ class ShardedIndex(Index):
         wanted, inverse = [], []  # per rank: distinct local rows asked of it, and where each result position maps
         for other in range(world):
             ask = (flat_owners == other) & (other != rank)
-            unique, inv = torch.unique(flat_rows[ask] - self._starts[other], return_inverse=True)
+            unique, inv = torch.unique(flat_rows[ask] - starts[other], return_inverse=True)
             wanted.append(unique)
             inverse.append((ask.nonzero().squeeze(1), inv))
         send_counts = torch.tensor([w.numel() for w in wanted], dtype=torch.int64)
