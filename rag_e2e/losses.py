@@ -361,12 +361,9 @@ def lsr_objective(x: ReaderScores, s: ObjectiveSettings) -> Terms:
                  retriever=kl(doc_log_prior(x.doc_scores, s.prior_temperature), log_q))
 
 
-def relaxed_topk(keys: torch.Tensor, m: int, temperature: float) -> torch.Tensor:
-    """Straight-through Gumbel-top-k (Xie & Ermon 2019): forward the hard 0/1 mask of the m largest keys, backward
-    the relaxed k-hot of m successive softmaxes, each with the mass already taken masked out.
-
-    keys (..., k) perturbed scores -> (..., k) mask.
-    """
+def soft_topk(keys: torch.Tensor, m: int, temperature: float) -> torch.Tensor:
+    """The relaxed k-hot of Gumbel-top-k (Xie & Ermon 2019): m successive softmaxes, each with the mass already
+    taken masked out. keys (..., k) -> (..., k), entries in [0, 1] summing to m."""
     soft = torch.zeros_like(keys)
     onehot = torch.zeros_like(keys)
     logits = keys
@@ -375,8 +372,18 @@ def relaxed_topk(keys: torch.Tensor, m: int, temperature: float) -> torch.Tensor
         logits = logits + torch.log((1.0 - onehot).clamp_min(floor))
         onehot = F.softmax(logits / temperature, dim=-1)
         soft = soft + onehot
-    hard = torch.zeros_like(keys).scatter_(-1, keys.topk(m, dim=-1).indices, 1.0)
-    return hard + (soft - soft.detach())  # exactly `hard` forward
+    return soft
+
+
+def hard_topk(keys: torch.Tensor, m: int) -> torch.Tensor:
+    """The 0/1 mask of the m largest keys, (..., k)."""
+    return torch.zeros_like(keys).scatter_(-1, keys.topk(m, dim=-1).indices, 1.0)
+
+
+def relaxed_topk(keys: torch.Tensor, m: int, temperature: float) -> torch.Tensor:
+    """Straight-through Gumbel-top-k mask: forward the hard 0/1 mask of the m largest keys, backward `soft_topk`'s."""
+    soft = soft_topk(keys, m, temperature)
+    return hard_topk(keys.detach(), m) + (soft - soft.detach())  # exactly `hard` forward
 
 
 def gumbel_noise(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -387,10 +394,11 @@ def gumbel_noise(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
 
 
 def set_utility(answer_ll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """log p(y|x,S) = log (1/m) Σ_z mask_z p(y|x,z) for a (straight-through) 0/1 mask of m passages.
+    """log p(y|x,S) = log (Σ_z w_z p(y|x,z) / Σ_z w_z) for passage weights w: a 0/1 mask of m passages (the set
+    itself) or its relaxed k-hot (`soft_topk`, also summing to m).
 
-    answer_ll (B, k), mask (B, S, k) -> (B, S). Shifted by the best selected ll so the forward is exact; the
-    backward through unselected passages (mask 0 forward) is capped at e^30 of it.
+    answer_ll (B, k), mask (B, S, k) -> (B, S). Shifted by the best weighted ll so a hard set's value is exact; the
+    ratio of an unweighted passage to it is capped at e^30.
     """
     m = mask.detach().sum(-1, keepdim=True)  # (B, S, 1)
     ll = answer_ll.unsqueeze(1).expand_as(mask)  # (B, S, k)
@@ -407,7 +415,11 @@ def gumbel_topk_objective(x: ReaderScores, s: ObjectiveSettings, noise: torch.Te
         retriever = −(1/S) Σ_i U(S_i),   S_i = top-m(s/θ + g_i), g_i ~ Gumbel (Plackett–Luce sampling from p_R),
         U(S) = log p(y|x,S) = log (1/m) Σ_{z∈S} sg(p(y|x,z))
 
-    differentiated through the straight-through relaxed top-m (temperature λ). S = `model.gumbel_samples`,
+    reported at the hard sets S_i and differentiated as the relaxed utility U(w_i), w_i = the relaxed top-m k-hot
+    of the same keys (temperature λ). Not the straight-through mask inside U: its derivative for a passage left
+    out, p(y|x,z) / Σ_{S_i} p(y|x,z'), is unbounded when that passage explains the answer and the set does not
+    (measured: 10^3–10^4 times the other objectives' gradients, so one such question sets the step under gradient
+    clipping); U(w) bounds it by w_z p(y|x,z) ≤ Σ w p. S = `model.gumbel_samples`,
     m = `model.gumbel_set_size` (< k), λ = `model.gumbel_temperature`; `noise` (B, S, k) fixes g for tests.
     Reader: `reader_nll`, as in `emdr2`. Paper → ours: the retrieval policy's top-k sample = S_i, utility
     U(y, G(x, S_i)) = the answer log-likelihood given S_i.
@@ -416,6 +428,8 @@ def gumbel_topk_objective(x: ReaderScores, s: ObjectiveSettings, noise: torch.Te
     if noise is None:
         noise = gumbel_noise((batch, s.gumbel_samples, k), x.doc_scores.detach())
     keys = x.doc_scores.unsqueeze(1) / s.prior_temperature + noise  # (B, S, k)
-    mask = relaxed_topk(keys, s.gumbel_set_size, s.gumbel_temperature)  # (B, S, k)
-    utility = set_utility(x.answer_ll.detach(), mask)  # (B, S)
+    ll = x.answer_ll.detach()
+    hard = set_utility(ll, hard_topk(keys.detach(), s.gumbel_set_size))  # (B, S) the sampled sets' utility
+    relaxed = set_utility(ll, soft_topk(keys, s.gumbel_set_size, s.gumbel_temperature))  # (B, S)
+    utility = hard + (relaxed - relaxed.detach())  # value of the hard sets, gradient of the relaxed ones
     return Terms(reader=reader_nll(x, s), retriever=-utility.mean(-1))

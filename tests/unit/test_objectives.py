@@ -182,3 +182,20 @@ def test_gumbel_noise_is_standard_gumbel():
     assert torch.isfinite(g).all()
     # mean γ (Euler–Mascheroni), variance π²/6; standard errors ~0.003 and ~0.01 at this size
     assert abs(g.mean().item() - 0.5772156649) < 0.015 and abs(g.var().item() - math.pi ** 2 / 6) < 0.05
+
+
+def test_gumbel_topk_gradient_stays_bounded_when_the_set_misses_the_answer():
+    # The passage that explains the answer (ll −0.1 against −20) is left out of every sampled set by the noise. A
+    # straight-through mask inside U would give it ∂U/∂mask = p_gold / p_set ≈ e^20; the relaxed utility's gradient
+    # stays at the scale of the other objectives' (≤ m/(θλ) per key here) and still points at it.
+    doc_scores = torch.tensor([[0.3, 0.2, 0.1, 0.0]], dtype=torch.float64, requires_grad=True)
+    ll = torch.tensor([[[-20.0], [-20.0], [-20.0], [-0.1]]], dtype=torch.float64)
+    noise = torch.tensor([[[0.0, 0.0, -5.0, -5.0], [0.0, -5.0, 0.0, -5.0]]], dtype=torch.float64)
+    settings = ObjectiveSettings(prior_temperature=0.1, gumbel_samples=2, gumbel_set_size=2, gumbel_temperature=0.5)
+    terms = gumbel_topk_objective(ReaderScores(doc_scores, ll), settings, noise=noise)
+    # forward: both hard sets miss the gold, U = log e^−20 = −20 exactly
+    torch.testing.assert_close(terms.retriever, torch.tensor([20.0], dtype=torch.float64), rtol=0, atol=1e-12)
+    (grad,) = torch.autograd.grad(terms.retriever.sum(), [doc_scores])
+    bound = settings.gumbel_set_size / (settings.prior_temperature * settings.gumbel_temperature)
+    assert torch.isfinite(grad).all() and grad.abs().max() <= bound
+    assert grad[0, 3] < 0 and grad[0, 3] == grad[0].min()
