@@ -199,3 +199,15 @@ def test_gumbel_topk_gradient_stays_bounded_when_the_set_misses_the_answer():
     bound = settings.gumbel_set_size / (settings.prior_temperature * settings.gumbel_temperature)
     assert torch.isfinite(grad).all() and grad.abs().max() <= bound
     assert grad[0, 3] < 0 and grad[0, 3] == grad[0].min()
+
+
+def test_with_a_frozen_reader_emdr2_trains_the_retriever_exactly_as_sequence():
+    # A frozen reader's log-likelihoods carry no graph: only the doc scores learn, and emdr2's retriever term is the
+    # RAG-Sequence marginal with the reader held fixed (why sweep=ablation_objectives_squad_llm leaves emdr2 out).
+    torch.manual_seed(0)
+    doc_scores = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    token_ll = -torch.rand(4, 3, 5, dtype=torch.float64) * 3
+    settings = ObjectiveSettings(prior_temperature=0.3)
+    grads = [torch.autograd.grad(OBJECTIVES[name].fn(ReaderScores(doc_scores, token_ll), settings).total.sum(),
+                                 [doc_scores])[0] for name in ("emdr2", "sequence")]
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
