@@ -25,7 +25,8 @@ ARMS = {("sync", "full"): "full every 25 steps", ("stale", "full"): "no refresh 
 def _arm(cfg: dict) -> str:
     refresh = cfg["refresh"]
     if refresh["mode"] == "sync" and refresh.get("scope") == "partial":
-        return f"partial {round(100 * refresh['partial_fraction'])}% (full every {refresh['full_every']})"
+        full = f"full every {refresh['full_every']}" if refresh["full_every"] else "full only at the end"
+        return f"partial {round(100 * refresh['partial_fraction'])}% ({full})"
     return ARMS[(refresh["mode"], refresh.get("scope", "full"))]
 
 
