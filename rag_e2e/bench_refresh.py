@@ -142,7 +142,7 @@ class _PendingClock(_StepClock):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self.started is not None:
-            self.pending_steps += self.refresh._pending is not None
+            self.pending_steps += self.refresh.in_flight
 
 
 def _scale_encoding(common: list[str], emb_dir: Path) -> tuple[dict, float]:

@@ -96,6 +96,11 @@ class IndexRefreshCallback(L.Callback):
         self._initial_embeddings: Path | None = None  # the initial encoding's memmap: kept, other runs may reuse it
         self._live_embeddings: Path | None = None  # the memmap the live index searches
 
+    @property
+    def in_flight(self) -> bool:
+        """An async refresh is encoding now (training steps overlap it)."""
+        return self._pending is not None
+
     # ---- building and swapping ------------------------------------------------------------------------------------
     def _build(self, trainer: L.Trainer, encoder) -> tuple[Index, BuildStats]:
         return self.builder.build(encoder, rank=trainer.global_rank, world_size=trainer.world_size,
