@@ -211,3 +211,19 @@ def test_with_a_frozen_reader_emdr2_trains_the_retriever_exactly_as_sequence():
     grads = [torch.autograd.grad(OBJECTIVES[name].fn(ReaderScores(doc_scores, token_ll), settings).total.sum(),
                                  [doc_scores])[0] for name in ("emdr2", "sequence")]
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
+
+
+def test_with_an_uninformative_reader_lsr_flattens_the_retriever_and_the_marginal_does_not_move_it():
+    # Every retrieved passage gives the answer the same likelihood (none explains it, as for most questions while the
+    # retriever is untrained): REPLUG's Q is then uniform, so KL(p_R ‖ Q) pulls the top passage down and the others up;
+    # the marginal's posterior equals the prior, so its gradient is 0. Why `lsr` stalls on synthetic_hard from R@5 5%.
+    doc_scores = torch.tensor([[0.5, 0.4, 0.3]], dtype=torch.float64, requires_grad=True)
+    ll = torch.full((1, 3, 1), -9.0, dtype=torch.float64)
+    settings = ObjectiveSettings(prior_temperature=0.1)
+    grad = {name: torch.autograd.grad(OBJECTIVES[name].fn(ReaderScores(doc_scores, ll), settings).retriever.sum(),
+                                      [doc_scores])[0][0] for name in ("lsr", "sequence")}
+    torch.testing.assert_close(grad["sequence"], torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert grad["lsr"][0] > 0 and grad["lsr"][2] < 0  # descent lowers s_1 and raises s_3: toward uniform p_R
+    p = torch.softmax(doc_scores.detach()[0] / 0.1, -1)
+    expected = p * (torch.log(p) + math.log(3) - (p * (torch.log(p) + math.log(3))).sum()) / 0.1  # ∂KL(p‖U)/∂s
+    torch.testing.assert_close(grad["lsr"], expected, rtol=1e-10, atol=0)
