@@ -9,6 +9,8 @@ Two ratios (goal >= 0.9 each), measured in one process on one machine:
      passage-tower forward passages/s over the same token batches (no index), timed alternately;
   2. training steps/s with async refresh every `every` steps / steps/s with refresh off (sync shown for scale),
      over `rounds` rounds in rotated order.
+Also timed in the same rotation: a partial refresh's encoding of a random fifth of the rows (`encode_rows`, tokens
+from the per-row cache) and the same rows tokenized anew, each as passages/s against the bare forward's.
 Training runs the end-to-end retriever (passage tower trained, fresh doc scores) on the synthetic KB.
 
 `scale=N`: the synthetic KB padded to N passages with distractors (`data.synthetic.distractor_passages`), vectors in
@@ -32,6 +34,7 @@ import torch
 
 from rag_e2e import atomic
 from rag_e2e.compose import compose, split_options
+from rag_e2e.retrieval.encoders import tokenize_passages
 from rag_e2e.train import assemble, build_trainer
 
 DEFAULTS = ["experiment=synthetic_demo", "retriever=end2end", "refresh=sync", "data.synthetic.num_entities=800",
@@ -74,16 +77,37 @@ def bench_encoding(overrides: list[str], repeats: int = 5) -> dict:
     def refresh() -> None:
         builder.build(encoder)
 
-    times: dict[str, list[float]] = {"bare": [], "refresh": []}
-    bare(), refresh()  # warm-up
+    # A partial refresh's rows: a random fifth of the corpus, in no order (refresh=partial_20_final's budget).
+    rows = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: max(1, n // 5)]
+
+    def partial() -> None:
+        builder.encode_rows(encoder, rows)  # tokens from the per-row cache
+
+    @torch.no_grad()
+    def partial_retokenized() -> None:  # what encode_rows did before the cache: tokenize the picked rows anew
+        for i in range(0, rows.numel(), builder.batch_size):
+            batch = [builder.corpus[r] for r in rows[i : i + builder.batch_size].tolist()]
+            tok = tokenize_passages(builder.tokenizer, batch, builder.max_length)
+            encoder.encode_passage(tok["input_ids"], tok["attention_mask"])
+
+    fns = {"bare": bare, "refresh": refresh, "partial": partial, "partial_retokenized": partial_retokenized}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up (builds the token caches)
     for _ in range(repeats):
-        for name, fn in (("bare", bare), ("refresh", refresh)):
+        for name, fn in fns.items():
             began = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - began)
-    bare_s, refresh_s = statistics.median(times["bare"]), statistics.median(times["refresh"])
-    return {"passages": n, "repeats": repeats, "bare_passages_per_s": n / bare_s,
-            "refresh_passages_per_s": n / refresh_s, "ratio": bare_s / refresh_s, "seconds": times}
+    median = {name: statistics.median(t) for name, t in times.items()}
+    bare_per_row = median["bare"] / n
+    out = {"passages": n, "partial_rows": rows.numel(), "repeats": repeats,
+           "bare_passages_per_s": n / median["bare"], "refresh_passages_per_s": n / median["refresh"],
+           "ratio": median["bare"] / median["refresh"], "seconds": times}
+    for name in ("partial", "partial_retokenized"):
+        out[f"{name}_passages_per_s"] = rows.numel() / median[name]
+        out[f"{name}_ratio"] = bare_per_row * rows.numel() / median[name]  # vs the bare forward, per passage
+    return out
 
 
 def _train_once(overrides: list[str], mode: str, steps: int, every: int, skip: int,
@@ -245,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'measure':<44}{'value':>12}{'ratio':>8}")
     print(f"{'bare passage-tower forward (passages/s)':<44}{enc['bare_passages_per_s']:>12.0f}")
     print(f"{'refresh build (passages/s)':<44}{enc['refresh_passages_per_s']:>12.0f}{enc['ratio']:>8.2f}")
+    partial_rows = (("partial", "partial rows, cached tokens"), ("partial_retokenized", "partial rows, tokenized anew"))
+    for name, label in partial_rows:
+        label = f"{label} ({enc['partial_rows']}, passages/s)"
+        print(f"{label:<44}{enc[name + '_passages_per_s']:>12.0f}{enc[name + '_ratio']:>8.2f}")
     for mode in ("off", "async", "sync"):
         row = train[mode]
         ratio = f"{row['ratio_vs_off']:>8.2f}" if mode != "off" else ""

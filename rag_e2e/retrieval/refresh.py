@@ -22,6 +22,7 @@ from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
 from rag_e2e.retrieval.embeddings import encode_to_memmap
 from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
 from rag_e2e.retrieval.index import Index, build_index, corpus_fingerprint, state_fingerprint
+from rag_e2e.retrieval.row_tokens import RowTokens
 
 
 @dataclass
@@ -67,6 +68,7 @@ class IndexBuilder:
     # Passages never change, only the encoder: an in-RAM corpus is tokenized once and reused by every refresh
     # (tokenizing costs as much as a small encoder's forward). Out-of-core corpora re-tokenize per shard.
     _token_cache: dict = field(default_factory=dict, init=False, repr=False)
+    _row_tokens: RowTokens | None = field(default=None, init=False, repr=False)  # for scattered rows (partial)
 
     def __post_init__(self) -> None:
         self.corpus_fingerprint = corpus_fingerprint(self.corpus)
@@ -113,13 +115,14 @@ class IndexBuilder:
     @torch.no_grad()
     def encode_rows(self, encoder: BiEncoder, rows: torch.Tensor) -> torch.Tensor:
         """(m,) corpus rows -> (m, d) float32 CPU vectors from `encoder.passage_model` in eval mode, as a refresh
-        encodes them."""
+        encodes them (tokens from the per-row cache, built on first use)."""
         device = next(encoder.passage_model.parameters()).device
+        if self._row_tokens is None:
+            self._row_tokens = RowTokens(self.tokenizer, self.corpus, self.max_length)
         out = []
         with eval_mode(encoder.passage_model):
             for i in range(0, rows.numel(), self.batch_size):
-                batch = [self.corpus[r] for r in rows[i : i + self.batch_size].tolist()]
-                tok = tokenize_passages(self.tokenizer, batch, self.max_length, device)
+                tok = self._row_tokens.batch(rows[i : i + self.batch_size].tolist(), device)
                 out.append(encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu())
         return torch.cat(out) if out else torch.empty(0, 0)
 

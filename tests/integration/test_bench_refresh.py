@@ -18,12 +18,17 @@ def test_bench_refresh_writes_medians_and_ratios(tmp_path, capsys):
     assert enc["passages"] == 40 * 3 and len(enc["seconds"]["bare"]) == len(enc["seconds"]["refresh"]) == 2
     bare, refresh = (statistics.median(enc["seconds"][name]) for name in ("bare", "refresh"))
     assert enc["ratio"] == pytest.approx(bare / refresh) and enc["bare_passages_per_s"] == pytest.approx(120 / bare)
+    assert enc["partial_rows"] == 24
+    assert len(enc["seconds"]["partial"]) == len(enc["seconds"]["partial_retokenized"]) == 2
+    partial = statistics.median(enc["seconds"]["partial"])
+    assert enc["partial_ratio"] == pytest.approx(bare / 120 * 24 / partial)
     for mode in ("off", "async", "sync"):
         assert len(train[mode]["runs"]) == 1 and all(r["steps"] == 3 for r in train[mode]["runs"])
     assert train["off"]["refreshes"] == 0 and train["sync"]["refreshes"] >= 1
     assert train["async"]["ratio_vs_off"] == train["async"]["steps_per_s"] / train["off"]["steps_per_s"]
     assert sorted(p.name for p in (tmp_path / "refresh_runs").iterdir()) == ["async-0", "off-0", "sync-0"]
-    assert "refresh build (passages/s)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "refresh build (passages/s)" in printed and "partial rows, cached tokens (24, passages/s)" in printed
 
 
 def test_bench_refresh_at_scale_pads_the_corpus_and_reports_memory_and_disk(tmp_path, capsys):

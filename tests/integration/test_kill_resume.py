@@ -24,7 +24,8 @@ RUN = [*TINY, "retriever.k=3", "eval.ks=[1,3]", "model.reader_warmup_steps=0", "
        "trainer.val_check_interval=8", "trainer.num_threads=1", "eval.before_training=false"]
 END2END_SYNC = [*RUN, "retriever=end2end", "refresh=sync", "refresh.schedule=4", "model.passage_lr=1e-2"]
 QUERY_ASYNC = [*RUN, "refresh=async", "refresh.schedule=4"]
-TIMING = ("time/", "refresh/mean_wall_s", "refresh/total_wall_s", "refresh/mean_passages_per_s", "refresh/mean_lag_steps")
+TIMING = ("time/", "refresh/mean_wall_s", "refresh/total_wall_s", "refresh/mean_passages_per_s",
+          "refresh/mean_lag_steps")
 
 
 def _run(point: str, n: int, overrides: list[str], run_dir: Path) -> subprocess.CompletedProcess:
