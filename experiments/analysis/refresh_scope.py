@@ -1,6 +1,6 @@
 """Partial vs full refresh: the table of `sweep=refresh_scope` (recall gain kept vs refresh cost).
 
-    python experiments/analysis/refresh_scope.py runs/sweeps/refresh_scope [out=experiments/results/refresh_scope]
+    python experiments/analysis/refresh_scope.py runs/sweeps/refresh_scope [more sweep dirs] [out=experiments/results/refresh_scope]
 
 Per arm (refresh=sync full, partial 10%, partial 25%, stale), mean ± sample std over seeds of test R@5 and EM,
 total refresh seconds and passages encoded per run, and staleness: mean overlap@5 between the live index just
@@ -34,11 +34,17 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def collect(sweep_dir: Path) -> dict[str, dict]:
+def collect(sweep_dir: Path, *more: Path) -> dict[str, dict]:
+    """Arms of `sweep_dir`, then those of each further directory labelled `<arm> [<directory name>]` (a rerun of
+    some arms under other code), all scored against the first directory's full and stale arms."""
     arms: dict[str, list[tuple[int, dict]]] = {}
-    for run in sorted(p for p in sweep_dir.iterdir() if (p / "metrics.json").is_file()):
+    runs_of = [(run, "") for run in sorted(p for p in sweep_dir.iterdir() if (p / "metrics.json").is_file())]
+    for extra in more:
+        runs_of += [(run, f" [{extra.name}]") for run in sorted(p for p in extra.iterdir()
+                                                                if (p / "metrics.json").is_file())]
+    for run, suffix in runs_of:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
-        arms.setdefault(_arm(cfg), []).append((cfg["trainer"]["seed"], json.loads((run / "metrics.json").read_text())))
+        arms.setdefault(_arm(cfg) + suffix, []).append((cfg["trainer"]["seed"], json.loads((run / "metrics.json").read_text())))
     out = {}
     for arm, runs in arms.items():
         row = {"seeds": sorted(seed for seed, _ in runs)}
@@ -85,9 +91,9 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
         return 2
-    out_dir = Path(next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("out=")),
+    out_dir = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("out=")),
                         "experiments/results/refresh_scope"))
-    table = collect(Path(argv[0]))
+    table = collect(*(Path(a) for a in argv if "=" not in a))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(table, indent=1))
     text = markdown(table)
