@@ -118,7 +118,7 @@ class IndexBuilder:
         encodes them (tokens from the per-row cache, built on first use)."""
         device = next(encoder.passage_model.parameters()).device
         if self._row_tokens is None:
-            self._row_tokens = RowTokens(self.tokenizer, self.corpus, self.max_length)
+            self._row_tokens = RowTokens(self.token_batches(0, len(self.corpus)), self.tokenizer)
         out = []
         with eval_mode(encoder.passage_model):
             for i in range(0, rows.numel(), self.batch_size):

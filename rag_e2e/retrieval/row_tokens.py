@@ -1,9 +1,9 @@
 """Per-row token cache for encoding scattered corpus rows (a partial refresh re-encodes a few rows in any order).
 
 A full refresh reuses token batches of consecutive rows; a partial one picks different rows every time, so it would
-tokenize them again on each refresh, which on a small tower costs about as much as the forward pass. The corpus is
-tokenized once, unpadded, into one flat int32 array with row offsets, and any set of rows is padded on demand to
-exactly what `tokenize_passages` gives for those passages.
+tokenize them again on each refresh, which on a small tower costs about as much as the forward pass. The rows of
+those same batches are kept unpadded in one flat array with row offsets (the corpus is not tokenized a second
+time), and any set of rows is padded on demand to exactly what `tokenize_passages` gives for those passages.
 """
 
 from __future__ import annotations
@@ -12,26 +12,29 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from rag_e2e.data.types import Passage
-
-_CHUNK = 8192  # rows tokenized per call while building (bounds the transient Python lists)
+from rag_e2e.retrieval.encoders import tokenize_passages
 
 
 class RowTokens:
     """Unpadded token ids of every corpus row: `flat[offsets[r]:offsets[r + 1]]` is row r's."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, corpus: list[Passage], max_length: int):
+    def __init__(self, batches: list[dict[str, torch.Tensor]], tokenizer: PreTrainedTokenizerBase):
+        """`batches`: padded input_ids / attention_mask of consecutive corpus rows, in order (`tokenize_passages`)."""
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.left = tokenizer.padding_side == "left"
-        pieces, lengths = [], []
-        for i in range(0, len(corpus), _CHUNK):
-            batch = corpus[i : i + _CHUNK]
-            ids = tokenizer([p.title for p in batch], [p.text for p in batch], truncation="only_second",
-                            max_length=max_length, padding=False)["input_ids"]
-            pieces += [torch.tensor(row, dtype=torch.int32) for row in ids]
-            lengths += [len(row) for row in ids]
-        self.flat = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.int32)
-        self.offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
-        self.offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
+        # A boolean index walks each batch row by row, so the kept tokens come out row after row, in order.
+        self.flat = torch.cat([b["input_ids"][b["attention_mask"].bool()] for b in batches]) if batches else \
+            torch.empty(0, dtype=torch.int64)
+        lengths = torch.cat([b["attention_mask"].sum(1) for b in batches]) if batches else torch.empty(0)
+        self.offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
+        self.offsets[1:] = lengths.to(torch.int64).cumsum(0)
+
+    @classmethod
+    def tokenize(cls, tokenizer: PreTrainedTokenizerBase, corpus: list[Passage], max_length: int,
+                 chunk: int = 8192) -> RowTokens:
+        """Tokenize `corpus` in chunks of `chunk` rows (what a builder without token batches would do)."""
+        return cls([tokenize_passages(tokenizer, corpus[i : i + chunk], max_length)
+                    for i in range(0, len(corpus), chunk)], tokenizer)
 
     def batch(self, rows: list[int], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """input_ids / attention_mask (len(rows), longest) of these rows, padded on the tokenizer's side."""

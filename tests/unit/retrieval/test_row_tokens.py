@@ -24,7 +24,7 @@ def test_rows_in_any_order_pad_exactly_as_tokenize_passages(side):
     old_side = tokenizer.padding_side
     tokenizer.padding_side = side
     try:
-        cache = RowTokens(tokenizer, corpus, max_length=24)
+        cache = RowTokens.tokenize(tokenizer, corpus, max_length=24, chunk=7)  # rows span several batches
         for _ in range(5):
             rows = rng.sample(range(len(corpus)), rng.randint(1, 12))
             got = cache.batch(rows)
