@@ -380,12 +380,6 @@ def hard_topk(keys: torch.Tensor, m: int) -> torch.Tensor:
     return torch.zeros_like(keys).scatter_(-1, keys.topk(m, dim=-1).indices, 1.0)
 
 
-def relaxed_topk(keys: torch.Tensor, m: int, temperature: float) -> torch.Tensor:
-    """Straight-through Gumbel-top-k mask: forward the hard 0/1 mask of the m largest keys, backward `soft_topk`'s."""
-    soft = soft_topk(keys, m, temperature)
-    return hard_topk(keys.detach(), m) + (soft - soft.detach())  # exactly `hard` forward
-
-
 def gumbel_noise(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel samples −log(−log U)."""
     u = torch.rand(shape, dtype=like.dtype, device=like.device)

@@ -165,14 +165,16 @@ def test_gumbel_topk_pushes_up_the_passage_that_explains_the_answer():
     assert grad[0, 1] < 0 and (grad[0, [0, 2, 3]] > 0).all()
 
 
-def test_relaxed_topk_is_hard_forward_and_soft_backward():
-    from rag_e2e.losses import relaxed_topk
+def test_hard_topk_picks_the_m_largest_and_soft_topk_is_its_differentiable_relaxation():
+    from rag_e2e.losses import hard_topk, soft_topk
 
     keys = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
-    mask = relaxed_topk(keys, 3, 0.5)
-    assert torch.equal(mask.detach().sum(-1), torch.full((5,), 3.0, dtype=torch.float64))
-    assert torch.equal(mask.detach().bool(), torch.zeros(5, 6, dtype=torch.bool).scatter(1, keys.topk(3).indices, True))
-    (grad,) = torch.autograd.grad((mask * torch.arange(6.0, dtype=torch.float64)).sum(), [keys])
+    mask = hard_topk(keys.detach(), 3)
+    assert torch.equal(mask.sum(-1), torch.full((5,), 3.0, dtype=torch.float64))
+    assert torch.equal(mask.bool(), torch.zeros(5, 6, dtype=torch.bool).scatter(1, keys.topk(3).indices, True))
+    soft = soft_topk(keys, 3, 0.5)
+    torch.testing.assert_close(soft.detach().sum(-1), torch.full((5,), 3.0, dtype=torch.float64))
+    (grad,) = torch.autograd.grad((soft * torch.arange(6.0, dtype=torch.float64)).sum(), [keys])
     assert grad.abs().sum() > 0
 
 
