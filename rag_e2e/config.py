@@ -103,6 +103,7 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.pooling, ("cls", "mean"), "encoder.pooling")
+        _check(self.num_heads > 0, "set `encoder.num_heads` > 0")
         _check(self.hidden_size % self.num_heads == 0, "set `encoder.hidden_size` divisible by `encoder.num_heads`")
 
 
