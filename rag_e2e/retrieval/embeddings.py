@@ -22,7 +22,6 @@ import torch
 from tqdm.auto import tqdm
 
 from rag_e2e import atomic
-from rag_e2e.data.types import Passage
 from rag_e2e.errors import RagE2EError
 
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -32,8 +31,8 @@ _SETTINGS = ("size", "dim", "dtype", "shard_size", "fingerprint")  # must match 
 
 
 def encode_to_memmap(
-    encode_batch: Callable[[list[Passage]], torch.Tensor],
-    passages: list[Passage],
+    encode_rows: Callable[[int, int], torch.Tensor],
+    size: int,
     out_dir: str | Path,
     *,
     dim: int,
@@ -43,16 +42,18 @@ def encode_to_memmap(
     fingerprint: str = "",
     progress: bool = True,
 ) -> np.memmap:
-    """Encode `passages` into `out_dir/embeddings.npy`, resuming the shards an interrupted run left undone.
+    """Encode corpus rows [0, size) into `out_dir/embeddings.npy`, resuming the shards an interrupted run left undone.
 
     Args:
-        encode_batch: list of b passages -> (b, dim) float tensor (any device); called under `torch.no_grad`.
-        passages: the corpus, in row order.
+        encode_rows: (lo, hi) -> (hi - lo, dim) float tensor (any device) of rows [lo, hi); called under
+            `torch.no_grad`, at most `batch_size` rows at a time. Rows, not passages, so that a caller can encode
+            from tokens it keeps (a refresh tokenizes its corpus once, not on every re-encode).
+        size: number of rows.
         out_dir: embeddings directory (created if missing).
         dim: embedding dim.
         dtype: "float16" (half the disk and page cache) or "float32".
         shard_size: passages per resumable unit of work.
-        batch_size: passages per `encode_batch` call.
+        batch_size: rows per `encode_rows` call.
         fingerprint: identifies what is encoded (e.g. corpus + encoder fingerprints); a resumed run must match it.
         progress: show a tqdm bar over passages.
 
@@ -64,11 +65,11 @@ def encode_to_memmap(
         ValueError: bad arguments, or `encode_batch` returned the wrong shape.
     """
     out_dir = Path(out_dir)
-    _check_args(passages, dim, dtype, shard_size, batch_size)
-    settings = {"size": len(passages), "dim": dim, "dtype": dtype, "shard_size": shard_size, "fingerprint": fingerprint}
+    _check_args(size, dim, dtype, shard_size, batch_size)
+    settings = {"size": size, "dim": dim, "dtype": dtype, "shard_size": shard_size, "fingerprint": fingerprint}
     out_dir.mkdir(parents=True, exist_ok=True)
     with _locked(out_dir):
-        _encode_unlocked(encode_batch, passages, out_dir, settings, batch_size, progress)
+        _encode_unlocked(encode_rows, out_dir, settings, batch_size, progress)
     return load_embeddings(out_dir, fingerprint)
 
 
@@ -88,18 +89,17 @@ def _locked(out_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _encode_unlocked(encode_batch, passages: list[Passage], out_dir: Path, settings: dict, batch_size: int,
-                     progress: bool) -> None:
-    shard_size = settings["shard_size"]
+def _encode_unlocked(encode_rows, out_dir: Path, settings: dict, batch_size: int, progress: bool) -> None:
+    size, shard_size = settings["size"], settings["shard_size"]
     done = _start_or_resume(out_dir, settings)
     array = _open_array(out_dir, settings, resuming=bool(done))
     todo = [s for s in range(_num_shards(settings)) if s not in done]
-    todo_rows = sum(min(len(passages), (s + 1) * shard_size) - s * shard_size for s in todo)
-    bar = tqdm(total=len(passages), initial=len(passages) - todo_rows, unit="passage", disable=not progress)
+    todo_rows = sum(min(size, (s + 1) * shard_size) - s * shard_size for s in todo)
+    bar = tqdm(total=size, initial=size - todo_rows, unit="passage", disable=not progress)
     with bar, torch.no_grad():  # the vectors are constants on disk
         for shard in todo:
-            start, end = shard * shard_size, min(len(passages), (shard + 1) * shard_size)
-            _encode_rows(encode_batch, passages, array, start, end, batch_size, bar)
+            start, end = shard * shard_size, min(size, (shard + 1) * shard_size)
+            _encode_shard(encode_rows, array, start, end, batch_size, bar)
             array.flush()  # on disk before progress.json says so
             done.add(shard)
             _write_progress(out_dir, {**settings, "done": sorted(done)})
@@ -133,8 +133,8 @@ def load_embeddings(out_dir: str | Path, fingerprint: str | None = None) -> np.m
     return array
 
 
-def _check_args(passages: list[Passage], dim: int, dtype: str, shard_size: int, batch_size: int) -> None:
-    if not passages:
+def _check_args(size: int, dim: int, dtype: str, shard_size: int, batch_size: int) -> None:
+    if size < 1:
         raise ValueError("no passages to encode")
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported; set `index.embeddings_dtype` to one of {DTYPES}")
@@ -173,24 +173,23 @@ def _open_array(out_dir: Path, settings: dict, *, resuming: bool) -> np.memmap:
     return array
 
 
-def _encode_rows(
-    encode_batch: Callable[[list[Passage]], torch.Tensor],
-    passages: list[Passage],
+def _encode_shard(
+    encode_rows: Callable[[int, int], torch.Tensor],
     array: np.memmap,
     start: int,
     end: int,
     batch_size: int,
     bar: tqdm,
 ) -> None:
-    """Write the vectors of passages[start:end] into array[start:end], batch_size at a time."""
+    """Write the vectors of rows [start, end) into array[start:end], batch_size rows at a time."""
     for lo in range(start, end, batch_size):
-        batch = passages[lo : min(end, lo + batch_size)]
-        vecs = encode_batch(batch)
-        if tuple(vecs.shape) != (len(batch), array.shape[1]):
-            raise ValueError(f"encode_batch returned shape {tuple(vecs.shape)} for {len(batch)} passages; "
-                             f"expected ({len(batch)}, dim={array.shape[1]})")  # fmt: skip
-        array[lo : lo + len(batch)] = vecs.detach().float().cpu().numpy()  # cast to the array's dtype
-        bar.update(len(batch))
+        hi = min(end, lo + batch_size)
+        vecs = encode_rows(lo, hi)
+        if tuple(vecs.shape) != (hi - lo, array.shape[1]):
+            raise ValueError(f"encode_rows returned shape {tuple(vecs.shape)} for rows [{lo}, {hi}); "
+                             f"expected ({hi - lo}, dim={array.shape[1]})")  # fmt: skip
+        array[lo:hi] = vecs.detach().float().cpu().numpy()  # cast to the array's dtype
+        bar.update(hi - lo)
 
 
 def _num_shards(record: dict) -> int:

@@ -65,10 +65,11 @@ class IndexBuilder:
     embeddings_dir: Path | None = None
     embeddings_dtype: str = "float16"
     shard_size: int = 100_000
-    # Passages never change, only the encoder: an in-RAM corpus is tokenized once and reused by every refresh
-    # (tokenizing costs as much as a small encoder's forward). Out-of-core corpora re-tokenize per shard.
+    # Passages never change, only the encoder: the corpus is tokenized once and every refresh reuses the tokens
+    # (tokenizing costs as much as a small encoder's forward). In RAM: padded batches of consecutive rows; for
+    # scattered rows (partial) and out-of-core encodings: unpadded per-row tokens (`RowTokens`).
     _token_cache: dict = field(default_factory=dict, init=False, repr=False)
-    _row_tokens: RowTokens | None = field(default=None, init=False, repr=False)  # for scattered rows (partial)
+    _row_tokens: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.corpus_fingerprint = corpus_fingerprint(self.corpus)
@@ -84,7 +85,7 @@ class IndexBuilder:
             p_reps = self.encode(encoder, start, end, progress)
         else:
             out_dir = self.embeddings_path(fingerprint, start, end)
-            p_reps = self._encode_memmap(encoder, self.corpus[start:end], out_dir, fingerprint, progress)
+            p_reps = self._encode_memmap(encoder, (start, end), out_dir, fingerprint, progress)
         encoded = time.perf_counter()
         local = build_index(self.kind, p_reps, **self.index_params)
         index = self.shard_index(local, rank, world_size)
@@ -117,12 +118,11 @@ class IndexBuilder:
         """(m,) corpus rows -> (m, d) float32 CPU vectors from `encoder.passage_model` in eval mode, as a refresh
         encodes them (tokens from the per-row cache, built on first use)."""
         device = next(encoder.passage_model.parameters()).device
-        if self._row_tokens is None:
-            self._row_tokens = RowTokens(self.token_batches(0, len(self.corpus)), self.tokenizer)
+        tokens = self.row_tokens(0, len(self.corpus))
         out = []
         with eval_mode(encoder.passage_model):
             for i in range(0, rows.numel(), self.batch_size):
-                tok = self._row_tokens.batch(rows[i : i + self.batch_size].tolist(), device)
+                tok = tokens.batch(rows[i : i + self.batch_size], device)
                 out.append(encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu())
         return torch.cat(out) if out else torch.empty(0, 0)
 
@@ -148,6 +148,16 @@ class IndexBuilder:
                 for i in range(start, end, self.batch_size)]
         return self._token_cache[(start, end)]
 
+    def row_tokens(self, start: int, end: int) -> RowTokens:
+        """Unpadded tokens of corpus rows [start, end) (cached): taken from the padded batches where an in-RAM build
+        made them, else tokenized in chunks without keeping padded batches (an out-of-core build)."""
+        if (start, end) not in self._row_tokens:
+            batches = self._token_cache.get((start, end))
+            self._row_tokens[(start, end)] = (RowTokens(batches, self.tokenizer) if batches is not None else
+                                              RowTokens.tokenize(self.tokenizer, self.corpus[start:end],
+                                                                 self.max_length))
+        return self._row_tokens[(start, end)]
+
     @torch.no_grad()
     def encode(self, encoder: BiEncoder, start: int = 0, end: int | None = None,
                progress: bool = False) -> torch.Tensor:
@@ -163,18 +173,20 @@ class IndexBuilder:
                 chunks.append(encoder.encode_passage(ids, mask).float().cpu())
         return torch.cat(chunks)
 
-    def _encode_memmap(self, encoder: BiEncoder, passages: list[Passage], out_dir: Path, fingerprint: str,
+    def _encode_memmap(self, encoder: BiEncoder, rows: tuple[int, int], out_dir: Path, fingerprint: str,
                        progress: bool):
+        """Corpus rows [start, end) into the memmap at `out_dir`, from the per-row token cache."""
         device = next(encoder.passage_model.parameters()).device
+        tokens = self.row_tokens(*rows)
 
         @torch.no_grad()
-        def encode_batch(batch: list[Passage]) -> torch.Tensor:
-            tok = tokenize_passages(self.tokenizer, batch, self.max_length, device)
+        def encode_rows(lo: int, hi: int) -> torch.Tensor:  # lo, hi: rows of this encoding, 0-based
+            tok = tokens.batch(torch.arange(lo, hi), device)
             return encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu()
 
         with eval_mode(encoder.passage_model):
-            dim = encode_batch(passages[:1]).shape[1]
-            return encode_to_memmap(encode_batch, passages, out_dir, dim=dim, dtype=self.embeddings_dtype,
+            dim = encode_rows(0, 1).shape[1]
+            return encode_to_memmap(encode_rows, len(tokens), out_dir, dim=dim, dtype=self.embeddings_dtype,
                                     shard_size=self.shard_size, batch_size=self.batch_size,
                                     fingerprint=f"{self.corpus_fingerprint}/{fingerprint}", progress=progress)
 

@@ -1,9 +1,10 @@
-"""Per-row token cache for encoding scattered corpus rows (a partial refresh re-encodes a few rows in any order).
+"""Per-row token cache: the corpus tokenized once, kept unpadded, padded on demand for any set of rows.
 
-A full refresh reuses token batches of consecutive rows; a partial one picks different rows every time, so it would
-tokenize them again on each refresh, which on a small tower costs about as much as the forward pass. The rows of
-those same batches are kept unpadded in one flat array with row offsets (the corpus is not tokenized a second
-time), and any set of rows is padded on demand to exactly what `tokenize_passages` gives for those passages.
+Passages never change during training, only the encoder, so a refresh should not tokenize them again (on a small
+tower tokenizing costs about as much as the forward pass). A partial refresh picks different rows every time and an
+out-of-core refresh cannot keep padded batches of a corpus larger than RAM allows, so both read their tokens from
+here: every row's ids in one flat int32 array with row offsets (a 1M-passage corpus of ~30-token passages: ~0.13 GB),
+padded per batch to exactly what `tokenize_passages` gives for those passages.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ class RowTokens:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.left = tokenizer.padding_side == "left"
         # A boolean index walks each batch row by row, so the kept tokens come out row after row, in order.
-        self.flat = torch.cat([b["input_ids"][b["attention_mask"].bool()] for b in batches]) if batches else \
-            torch.empty(0, dtype=torch.int64)
+        self.flat = torch.cat([b["input_ids"][b["attention_mask"].bool()].to(torch.int32) for b in batches]) \
+            if batches else torch.empty(0, dtype=torch.int32)
         lengths = torch.cat([b["attention_mask"].sum(1) for b in batches]) if batches else torch.empty(0)
         self.offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
         self.offsets[1:] = lengths.to(torch.int64).cumsum(0)
@@ -36,15 +37,21 @@ class RowTokens:
         return cls([tokenize_passages(tokenizer, corpus[i : i + chunk], max_length)
                     for i in range(0, len(corpus), chunk)], tokenizer)
 
-    def batch(self, rows: list[int], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def __len__(self) -> int:
+        return self.offsets.numel() - 1
+
+    def batch(self, rows: list[int] | torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """input_ids / attention_mask (len(rows), longest) of these rows, padded on the tokenizer's side."""
-        starts, ends = self.offsets[rows], self.offsets[[r + 1 for r in rows]]
-        lengths = ends - starts
-        width = int(lengths.max()) if rows else 0
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.int64)
-        mask = torch.zeros((len(rows), width), dtype=torch.int64)
-        for i, (start, end, n) in enumerate(zip(starts.tolist(), ends.tolist(), lengths.tolist())):
-            cols = slice(width - n, width) if self.left else slice(0, n)
-            ids[i, cols] = self.flat[start:end]
-            mask[i, cols] = 1
-        return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        rows = torch.as_tensor(rows, dtype=torch.int64)
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
+        width = int(lengths.max()) if rows.numel() else 0
+        cols = torch.arange(width)
+        # Row i's tokens sit in columns [0, n_i) (right padding) or [width - n_i, width) (left); a boolean mask
+        # fills row by row, left to right, which is the order of the concatenated slices below.
+        mask = cols < lengths[:, None] if not self.left else cols >= width - lengths[:, None]
+        first = lengths.cumsum(0) - lengths  # where each row's slice starts in the concatenation
+        within = torch.arange(int(lengths.sum())) - first.repeat_interleave(lengths)
+        ids = torch.full((rows.numel(), width), self.pad_id, dtype=torch.int64)
+        ids[mask] = self.flat[starts.repeat_interleave(lengths) + within].to(torch.int64)
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(torch.int64).to(device)}

@@ -38,6 +38,7 @@ def test_bench_refresh_at_scale_pads_the_corpus_and_reports_memory_and_disk(tmp_
     enc, train = result["encoding"], result["training"]
     assert enc["passages"] == 700  # 40 entities x 3 attributes, plus 580 distractors
     assert enc["ratio"] == pytest.approx(enc["bare_s"] / enc["refresh_s"])
+    assert enc["first_build_passages_per_s"] == pytest.approx(700 / (enc["refresh_s"] + enc["tokenize_s"]))
     assert enc["embeddings_disk_gb"] == pytest.approx(700 * enc["dim"] * 2 / 2**30, rel=0.2)  # float16 + headers
     assert train["stale"]["steps"] == train["async"]["steps"] == 3 and train["stale"]["refresh_wall_s"] == []
     rates = train["async"]["steps_per_s"], train["stale"]["steps_per_s"]

@@ -79,12 +79,10 @@ def test_index_save_on_a_full_disk_leaves_the_previous_index(tmp_path, monkeypat
 
 
 def test_memmap_vectors_are_hard_linked_not_copied(tmp_path):
-    from rag_e2e.data.types import Passage
     from rag_e2e.retrieval.embeddings import encode_to_memmap
 
     table = torch.randn(30, 4)
-    passages = [Passage(pid=str(i), title="", text=f"p{i}") for i in range(30)]
-    vectors = encode_to_memmap(lambda batch: table[[int(p.pid) for p in batch]], passages, tmp_path / "emb", dim=4,
+    vectors = encode_to_memmap(lambda lo, hi: table[lo:hi], len(table), tmp_path / "emb", dim=4,
                                dtype="float32", shard_size=7, progress=False)
     index = build_index("exact", vectors)
     save_index(index, tmp_path / "ix", IndexMeta.for_index(index, corpus_fingerprint="c", encoder_fingerprint="e"))

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from rag_e2e.data.types import Passage
 from rag_e2e.errors import RagE2EError
 from rag_e2e.retrieval.embeddings import encode_to_memmap, load_embeddings
 from rag_e2e.retrieval.index import build_index
@@ -14,38 +13,37 @@ from rag_e2e.retrieval.index import build_index
 N, DIM, SHARD = 50, 8, 10  # 5 shards
 
 
-def _corpus() -> tuple[list[Passage], torch.Tensor]:
-    """Passages whose vector is a fixed random row picked by pid: an encoder that needs no model."""
-    return [Passage(pid=str(i), text=f"text {i}") for i in range(N)], torch.randn(N, DIM)
+def _corpus() -> tuple[int, torch.Tensor]:
+    """N rows whose vectors are a fixed random table: an encoder that needs no model."""
+    return N, torch.randn(N, DIM)
 
 
 def _encoder(table: torch.Tensor, fail_from: int | None = None, seen: list | None = None):
-    def encode_batch(batch: list[Passage]) -> torch.Tensor:
-        rows = [int(p.pid) for p in batch]
-        if fail_from is not None and max(rows) >= fail_from:
+    def encode_rows(lo: int, hi: int) -> torch.Tensor:
+        if fail_from is not None and hi > fail_from:
             raise RuntimeError("encoder crashed")
         if seen is not None:
-            seen.extend(rows)
-        return table[rows]
+            seen.extend(range(lo, hi))
+        return table[lo:hi]
 
-    return encode_batch
+    return encode_rows
 
 
-def _encode(encode_batch, passages, out_dir, **overrides):
+def _encode(encode_rows, size, out_dir, **overrides):
     kwargs = dict(dim=DIM, shard_size=SHARD, batch_size=4, fingerprint="fp", progress=False) | overrides
-    return encode_to_memmap(encode_batch, passages, out_dir, **kwargs)
+    return encode_to_memmap(encode_rows, size, out_dir, **kwargs)
 
 
 def test_interrupted_run_resumes_only_the_missing_shards(tmp_path):
-    passages, table = _corpus()
+    size, table = _corpus()
     with pytest.raises(RuntimeError, match="encoder crashed"):
-        _encode(_encoder(table, fail_from=2 * SHARD), passages, tmp_path)  # fails in the 3rd shard
+        _encode(_encoder(table, fail_from=2 * SHARD), size, tmp_path)  # fails in the 3rd shard
     assert json.loads((tmp_path / "progress.json").read_text())["done"] == [0, 1]
     with pytest.raises(RagE2EError, match="3 of 5 shards are not encoded"):
         load_embeddings(tmp_path)
 
     seen = []
-    array = _encode(_encoder(table, seen=seen), passages, tmp_path)
+    array = _encode(_encoder(table, seen=seen), size, tmp_path)
     assert sorted(seen) == list(range(2 * SHARD, N))
     assert isinstance(array, np.memmap) and array.dtype == np.float16 and not array.flags.writeable
     # Equal to direct encoding rounded to fp16 (numpy and torch both round to nearest even): relative error <= 2**-11.
@@ -57,20 +55,20 @@ def test_interrupted_run_resumes_only_the_missing_shards(tmp_path):
 @pytest.mark.parametrize(("field", "override"), [("dim", dict(dim=16)), ("fingerprint", dict(fingerprint="other")),
                                                  ("dtype", dict(dtype="float32"))])  # fmt: skip
 def test_resume_with_other_settings_is_refused_and_keeps_the_files(tmp_path, field, override):
-    passages, table = _corpus()
+    size, table = _corpus()
     with pytest.raises(RuntimeError):
-        _encode(_encoder(table, fail_from=2 * SHARD), passages, tmp_path)
+        _encode(_encoder(table, fail_from=2 * SHARD), size, tmp_path)
     with pytest.raises(RagE2EError, match=f"progress.json: {field} is") as err:
-        _encode(_encoder(table), passages, tmp_path, **override)
+        _encode(_encoder(table), size, tmp_path, **override)
     assert "\n" not in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "embeddings.npy", "progress.json"]
 
 
 def test_finished_directory_is_reused_and_feeds_an_index(tmp_path):
-    passages, table = _corpus()
-    first = _encode(_encoder(table), passages, tmp_path, dtype="float32")
+    size, table = _corpus()
+    first = _encode(_encoder(table), size, tmp_path, dtype="float32")
     seen = []
-    again = _encode(_encoder(table, seen=seen), passages, tmp_path, dtype="float32")
+    again = _encode(_encoder(table, seen=seen), size, tmp_path, dtype="float32")
     assert seen == [] and np.array_equal(first, again) and np.array_equal(again, table.numpy())
     with pytest.raises(RagE2EError, match="fingerprint is 'fp' but 'other'"):
         load_embeddings(tmp_path, fingerprint="other")
@@ -81,14 +79,14 @@ def test_finished_directory_is_reused_and_feeds_an_index(tmp_path):
 
 
 def test_wrong_encoder_output_shape_is_refused(tmp_path):
-    passages, table = _corpus()
+    size, table = _corpus()
     with pytest.raises(ValueError, match=r"expected \(4, dim=8\)"):
-        _encode(lambda batch: table[: len(batch), :4], passages, tmp_path)
+        _encode(lambda lo, hi: table[lo:hi, :4], size, tmp_path)
 
 
 def test_foreign_embeddings_file_is_not_overwritten(tmp_path):
     np.save(tmp_path / "embeddings.npy", np.ones((2, 2)))
-    passages, table = _corpus()
+    size, table = _corpus()
     with pytest.raises(RagE2EError, match="exists without progress.json"):
-        _encode(_encoder(table), passages, tmp_path)
+        _encode(_encoder(table), size, tmp_path)
     assert np.array_equal(np.load(tmp_path / "embeddings.npy"), np.ones((2, 2)))

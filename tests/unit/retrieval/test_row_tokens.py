@@ -44,3 +44,32 @@ def test_encode_rows_equals_encoding_those_passages_freshly_tokenized():
         encoder.passage_model.eval()
         want = encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float()
     torch.testing.assert_close(builder.encode_rows(encoder, rows), want, rtol=1e-5, atol=1e-6)
+
+
+def test_out_of_core_builds_tokenize_the_corpus_once_and_equal_the_in_ram_encoding(tmp_path, monkeypatch):
+    import numpy as np
+
+    from rag_e2e.retrieval import refresh, row_tokens
+    from rag_e2e.retrieval.refresh import IndexBuilder
+
+    parts = assemble_with_index()
+    ram, encoder = parts.refresh.builder, parts.module.rag.encoder
+    disk = IndexBuilder(ram.corpus, ram.tokenizer, ram.max_length, ram.batch_size, embeddings_dir=tmp_path,
+                        embeddings_dtype="float32", shard_size=7)  # shards cut across the in-RAM batches
+    tokenized = []
+    for module in (refresh, row_tokens):  # every way a builder tokenizes
+        real = module.tokenize_passages
+        monkeypatch.setattr(module, "tokenize_passages",
+                            lambda tok, batch, *a, _real=real, **k: (tokenized.append(len(batch)),
+                                                                      _real(tok, batch, *a, **k))[1])
+    for step in range(2):  # the initial build, then a refresh by a moved tower
+        if step:
+            with torch.no_grad():
+                for p in encoder.passage_model.parameters():
+                    p.add_(0.1 * torch.randn_like(p))
+        index, stats = disk.build(encoder)
+        want = ram.encode(encoder)  # in RAM, from its own (already cached) padded batches
+        got = torch.from_numpy(np.array(index.p_reps))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # only batch padding widths differ
+        assert stats.embeddings_path.parent == tmp_path
+    assert sum(tokenized) == len(ram.corpus)  # the disk builder tokenized each passage once, over both builds
