@@ -3,6 +3,7 @@
     python -m rag_e2e.bench_refresh [steps=N] [every=N] [rounds=N] [repeats=N] [out=bench_results/refresh.json]
                                     [config overrides...]
     python -m rag_e2e.bench_refresh scale=1000000 [steps=200] [out=bench_results/refresh_scale.json]
+                                    (steps=0: the encoding half only)
 
 Two ratios (goal >= 0.9 each), measured in one process on one machine:
   1. refresh passages/s (IndexBuilder.build: fingerprint + encode from the token cache + build the index) / bare
@@ -215,7 +216,7 @@ def bench_scale(overrides: list[str], passages: int, steps: int, skip: int, work
               f"index.embeddings_dir={emb_dir}", "index.embeddings_dtype=float16"]
     encoding, disk = _scale_encoding(common, emb_dir)
     train = {}
-    for mode in ("stale", "async"):  # stale: no refresh while the passage tower trains
+    for mode in ("stale", "async") if steps else ():  # stale: no refresh while the passage tower trains
         cfg = compose([*common, f"refresh={mode}", f"refresh.schedule={skip}", f"trainer.max_steps={steps + skip}"])
         L.seed_everything(cfg.trainer.seed, verbose=False)
         run_parts = assemble(cfg, progress=False)
@@ -227,7 +228,8 @@ def bench_scale(overrides: list[str], passages: int, steps: int, skip: int, work
                        "steps_with_refresh_in_flight": clock.pending_steps,
                        "refresh_wall_s": [h["wall_s"] for h in run_parts.refresh.history]}
         del run_parts, trainer
-    train["async"]["ratio_vs_none"] = train["async"]["steps_per_s"] / train["stale"]["steps_per_s"]
+    if train:
+        train["async"]["ratio_vs_none"] = train["async"]["steps_per_s"] / train["stale"]["steps_per_s"]
     peak = {"peak_rss_gb": _max_rss_gb(), "peak_disk_gb": disk}
     shutil.rmtree(emb_dir, ignore_errors=True)
     return {"encoding": encoding, "training": train, **peak}
@@ -242,9 +244,10 @@ def _print_scale(result: dict, device: str) -> None:
           f"{enc['ratio']:>8.2f}")
     print(f"{'tokenizing the corpus, once per run (s)':<52}{enc['tokenize_s']:>12.1f}")
     print(f"{'  first build of a run, incl. tokenizing (passages/s)':<52}{enc['first_build_passages_per_s']:>12.0f}")
-    print(f"{'train steps/s, no refresh':<52}{train['stale']['steps_per_s']:>12.2f}")
-    label = f"train steps/s, async refresh in flight ({train['async']['steps_with_refresh_in_flight']} steps)"
-    print(f"{label:<52}{train['async']['steps_per_s']:>12.2f}{train['async']['ratio_vs_none']:>8.2f}")
+    if train:
+        print(f"{'train steps/s, no refresh':<52}{train['stale']['steps_per_s']:>12.2f}")
+        label = f"train steps/s, async refresh in flight ({train['async']['steps_with_refresh_in_flight']} steps)"
+        print(f"{label:<52}{train['async']['steps_per_s']:>12.2f}{train['async']['ratio_vs_none']:>8.2f}")
     print(f"{'peak RAM (max RSS, GB)':<52}{result['peak_rss_gb']:>12.2f}")
     print(f"{'peak disk (embeddings, GB)':<52}{result['peak_disk_gb']:>12.2f}")
 

@@ -46,3 +46,12 @@ def test_bench_refresh_at_scale_pads_the_corpus_and_reports_memory_and_disk(tmp_
     assert result["peak_rss_gb"] > 0.1
     assert not (tmp_path / "refresh_scale_work" / "scale_embeddings").exists()  # cleaned up
     assert "async refresh in flight" in capsys.readouterr().out
+
+
+def test_bench_refresh_at_scale_with_steps_0_times_the_encoding_half_only(tmp_path, capsys):
+    out = tmp_path / "scale.json"
+    assert bench_refresh.main(["scale=300", "steps=0", f"out={out}", *TINY, "trainer.num_threads=1"]) == 0
+    result = json.loads(out.read_text())
+    assert result["encoding"]["passages"] == 300 and result["training"] == {}
+    printed = capsys.readouterr().out
+    assert "refresh build, cached tokens" in printed and "train steps/s" not in printed
