@@ -29,6 +29,7 @@ import lightning as L
 import torch
 
 from rag_e2e.compose import compose, split_options
+from rag_e2e.eval.metrics import gold_rank
 from rag_e2e.losses import doc_log_prior
 from rag_e2e.train import assemble
 
@@ -51,7 +52,10 @@ def reader_signal(overrides: list[str], split: str, n: int) -> dict:
         ll = out.scores.answer_ll.double()  # (B, k)
         log_prior = doc_log_prior(out.scores.doc_scores.double(), theta)
         for ex, row, ll_q, lp_q in zip(batch.examples, out.retrieved.rows.tolist(), ll, log_prior):
-            gold = torch.tensor([rag.corpus[r].pid in set(ex.gold_pids) for r in row])
+            # Each passage on its own through gold_rank: the relevance rule recall@k uses (gold ids, else the answer
+            # in the text, as for NQ-open).
+            gold = torch.tensor([gold_rank([rag.corpus[r].pid], list(ex.gold_pids), [rag.corpus[r].text],
+                                           list(ex.answers)) == 1 for r in row])
             if not gold.any():
                 continue
             rows.append({"qid": ex.qid, "gold": gold.tolist(), "ll": ll_q.tolist(), "log_prior": lp_q.tolist(),
@@ -65,9 +69,8 @@ def reader_signal(overrides: list[str], split: str, n: int) -> dict:
 
 
 def summarize(rows: list[dict], asked: int, k: int) -> dict:
-    def mean(key: str, where=lambda r: True) -> float:
-        vals = [float(r[key]) for r in rows if where(r)]
-        return sum(vals) / len(vals) if vals else float("nan")
+    def mean(key: str) -> float:
+        return sum(float(r[key]) for r in rows) / len(rows) if rows else float("nan")
 
     top_wrong = [r for r in rows if not r["retriever_top1"]]
     top_right = [r for r in rows if r["retriever_top1"]]

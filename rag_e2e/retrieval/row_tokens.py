@@ -50,8 +50,9 @@ class RowTokens:
         # Row i's tokens sit in columns [0, n_i) (right padding) or [width - n_i, width) (left); a boolean mask
         # fills row by row, left to right, which is the order of the concatenated slices below.
         mask = cols < lengths[:, None] if not self.left else cols >= width - lengths[:, None]
-        first = lengths.cumsum(0) - lengths  # where each row's slice starts in the concatenation
-        within = torch.arange(int(lengths.sum())) - first.repeat_interleave(lengths)
+        # Concatenation position j of row i maps to flat[starts_i + (j - first_i)], first_i = where row i begins.
+        first = lengths.cumsum(0) - lengths
+        source = (starts - first).repeat_interleave(lengths) + torch.arange(int(lengths.sum()))
         ids = torch.full((rows.numel(), width), self.pad_id, dtype=torch.int64)
-        ids[mask] = self.flat[starts.repeat_interleave(lengths) + within].to(torch.int64)
+        ids[mask] = self.flat[source].to(torch.int64)
         return {"input_ids": ids.to(device), "attention_mask": mask.to(torch.int64).to(device)}
