@@ -32,7 +32,7 @@ def faiss_available() -> bool:
 
 def faiss_prefers(dtype: torch.dtype, n_queries: int) -> bool:
     """Whether "auto" on CPU should search (B = n_queries) passages of `dtype` with FAISS (never bfloat16 where
-    the bf16 matmul filter runs: measured 0.2-0.8x FAISS's time on float32 copies, at every B)."""
+    the bf16 matmul filter runs: measured 0.2-0.9x FAISS's time on float32 copies, at every B)."""
     if faiss is None or (dtype == torch.bfloat16 and bf16_matmul_supported()):
         return False
     return n_queries >= FAISS_MIN_QUERIES or (dtype == torch.float32 and n_queries == 1)

@@ -2,7 +2,7 @@
 
     python -m rag_e2e.bench_refresh [steps=N] [every=N] [rounds=N] [repeats=N] [out=bench_results/refresh.json]
                                     [config overrides...]
-    python -m rag_e2e.bench_refresh scale=1000000 [steps=200] [out=bench_results/refresh_scale.json]
+    python -m rag_e2e.bench_refresh scale=1000000 [steps=200] [train_threads=2,1] [out=bench_results/refresh_scale.json]
                                     (steps=0: the encoding half only)
 
 Two ratios (goal >= 0.9 each), measured in one process on one machine:
@@ -19,7 +19,8 @@ a float16 memmap on disk (`index.embeddings_dir`). Timed once each: tokenizing t
 token cache (what a run's first build does, once), the bare tower forward over batches padded beforehand from that
 cache, and a refresh build (pad each batch from the cache, encode, write the memmap, build the index); peak RAM (max
 RSS) and disk (the embeddings directory) after each. Then training steps/s with an async
-refresh in flight against training with none (`refresh=stale`), `steps` steps each after `skip` warm-up steps.
+refresh in flight against training with none (`refresh=stale`), `steps` steps each after `skip` warm-up steps, once
+per training thread count in `train_threads` (default: torch's current count).
 """
 
 from __future__ import annotations
@@ -206,17 +207,11 @@ def _scale_encoding(common: list[str], emb_dir: Path) -> tuple[dict, float]:
     return encoding, max(disk.values())
 
 
-def bench_scale(overrides: list[str], passages: int, steps: int, skip: int, work: Path) -> dict:
-    """Refresh of a `passages`-row corpus in a float16 memmap, and async refresh's cost to training, at that scale."""
-    kb = compose([*DEFAULTS, *overrides])
-    distractors = passages - (kb.data.synthetic.num_entities * kb.data.synthetic.attributes_per_entity)
-    emb_dir = work / "scale_embeddings"
-    shutil.rmtree(emb_dir, ignore_errors=True)
-    common = [*DEFAULTS, *overrides, f"data.synthetic.distractor_passages={distractors}",
-              f"index.embeddings_dir={emb_dir}", "index.embeddings_dtype=float16"]
-    encoding, disk = _scale_encoding(common, emb_dir)
-    train = {}
-    for mode in ("stale", "async") if steps else ():  # stale: no refresh while the passage tower trains
+def _scale_training(common: list[str], steps: int, skip: int, work: Path) -> dict:
+    """Training steps/s with no refresh (`refresh=stale`) and with an async refresh in flight, at the current
+    torch thread count; the async refresh's encoder runs on its own `refresh.cpu_worker_threads`."""
+    train = {"threads": torch.get_num_threads()}
+    for mode in ("stale", "async"):  # stale: no refresh while the passage tower trains
         cfg = compose([*common, f"refresh={mode}", f"refresh.schedule={skip}", f"trainer.max_steps={steps + skip}"])
         L.seed_everything(cfg.trainer.seed, verbose=False)
         run_parts = assemble(cfg, progress=False)
@@ -228,15 +223,40 @@ def bench_scale(overrides: list[str], passages: int, steps: int, skip: int, work
                        "steps_with_refresh_in_flight": clock.pending_steps,
                        "refresh_wall_s": [h["wall_s"] for h in run_parts.refresh.history]}
         del run_parts, trainer
-    if train:
-        train["async"]["ratio_vs_none"] = train["async"]["steps_per_s"] / train["stale"]["steps_per_s"]
+    train["async"]["ratio_vs_none"] = train["async"]["steps_per_s"] / train["stale"]["steps_per_s"]
+    return train
+
+
+def bench_scale(overrides: list[str], passages: int, steps: int, skip: int, work: Path,
+                train_threads: list[int] | None = None) -> dict:
+    """Refresh of a `passages`-row corpus in a float16 memmap, and async refresh's cost to training, at that scale.
+
+    `train_threads`: run the training half once per torch thread count for training (default: the current one);
+    on a CPU, a count that leaves the worker's cores free separates the async machinery's own cost from the cores
+    the two share.
+    """
+    kb = compose([*DEFAULTS, *overrides])
+    distractors = passages - (kb.data.synthetic.num_entities * kb.data.synthetic.attributes_per_entity)
+    emb_dir = work / "scale_embeddings"
+    shutil.rmtree(emb_dir, ignore_errors=True)
+    common = [*DEFAULTS, *overrides, f"data.synthetic.distractor_passages={distractors}",
+              f"index.embeddings_dir={emb_dir}", "index.embeddings_dtype=float16"]
+    encoding, disk = _scale_encoding(common, emb_dir)
+    training = []
+    before = torch.get_num_threads()
+    for threads in (train_threads or [before]) if steps else ():
+        torch.set_num_threads(threads)
+        try:
+            training.append(_scale_training(common, steps, skip, work))
+        finally:
+            torch.set_num_threads(before)
     peak = {"peak_rss_gb": _max_rss_gb(), "peak_disk_gb": disk}
     shutil.rmtree(emb_dir, ignore_errors=True)
-    return {"encoding": encoding, "training": train, **peak}
+    return {"encoding": encoding, "training": training, **peak}
 
 
 def _print_scale(result: dict, device: str) -> None:
-    enc, train = result["encoding"], result["training"]
+    enc = result["encoding"]
     print(f"device: {device}; corpus {enc['passages']:,} passages, d={enc['dim']}, float16 memmap")
     print(f"{'measure':<52}{'value':>12}{'ratio':>8}")
     print(f"{'bare passage-tower forward (passages/s)':<52}{enc['bare_passages_per_s']:>12.0f}")
@@ -244,9 +264,10 @@ def _print_scale(result: dict, device: str) -> None:
           f"{enc['ratio']:>8.2f}")
     print(f"{'tokenizing the corpus, once per run (s)':<52}{enc['tokenize_s']:>12.1f}")
     print(f"{'  first build of a run, incl. tokenizing (passages/s)':<52}{enc['first_build_passages_per_s']:>12.0f}")
-    if train:
-        print(f"{'train steps/s, no refresh':<52}{train['stale']['steps_per_s']:>12.2f}")
-        label = f"train steps/s, async refresh in flight ({train['async']['steps_with_refresh_in_flight']} steps)"
+    for train in result["training"]:
+        threads = f"training on {train['threads']} thread{'s' if train['threads'] > 1 else ''}"
+        print(f"{'train steps/s, no refresh, ' + threads:<52}{train['stale']['steps_per_s']:>12.2f}")
+        label = f"  async refresh in flight ({train['async']['steps_with_refresh_in_flight']} steps)"
         print(f"{label:<52}{train['async']['steps_per_s']:>12.2f}{train['async']['ratio_vs_none']:>8.2f}")
     print(f"{'peak RAM (max RSS, GB)':<52}{result['peak_rss_gb']:>12.2f}")
     print(f"{'peak disk (embeddings, GB)':<52}{result['peak_disk_gb']:>12.2f}")
@@ -254,13 +275,16 @@ def _print_scale(result: dict, device: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    opts = {"steps": "", "every": "20", "rounds": "3", "repeats": "5", "out": "", "scale": "0", "skip": "5"}
+    opts = {"steps": "", "every": "20", "rounds": "3", "repeats": "5", "out": "", "scale": "0", "skip": "5",
+            "train_threads": ""}
     opts, overrides = split_options(args, opts)
     if int(opts["scale"]):
         device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
         out = Path(opts["out"] or "bench_results/refresh_scale.json")
         steps = int(opts["steps"] or 200)
-        result = bench_scale(overrides, int(opts["scale"]), steps, int(opts["skip"]), out.parent / "refresh_scale_work")
+        threads = [int(t) for t in opts["train_threads"].split(",") if t]
+        result = bench_scale(overrides, int(opts["scale"]), steps, int(opts["skip"]), out.parent / "refresh_scale_work",
+                             threads)
         _print_scale(result, device)
         atomic.write_json(out, {"device": device, "overrides": overrides, **result})
         print(f"wrote {out}")

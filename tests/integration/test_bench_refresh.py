@@ -4,6 +4,7 @@ import json
 import statistics
 
 import pytest
+import torch
 from helpers import TINY
 
 from rag_e2e import bench_refresh
@@ -33,9 +34,12 @@ def test_bench_refresh_writes_medians_and_ratios(tmp_path, capsys):
 
 def test_bench_refresh_at_scale_pads_the_corpus_and_reports_memory_and_disk(tmp_path, capsys):
     out = tmp_path / "scale.json"
-    assert bench_refresh.main(["scale=700", "steps=3", "skip=2", f"out={out}", *TINY, "trainer.num_threads=1"]) == 0
+    threads = torch.get_num_threads()
+    assert bench_refresh.main(["scale=700", "steps=3", "skip=2", "train_threads=1", f"out={out}", *TINY]) == 0
+    assert torch.get_num_threads() == threads  # the training half's thread count is restored
     result = json.loads(out.read_text())
-    enc, train = result["encoding"], result["training"]
+    enc, [train] = result["encoding"], result["training"]
+    assert train["threads"] == 1
     assert enc["passages"] == 700  # 40 entities x 3 attributes, plus 580 distractors
     assert enc["ratio"] == pytest.approx(enc["bare_s"] / enc["refresh_s"])
     assert enc["first_build_passages_per_s"] == pytest.approx(700 / (enc["refresh_s"] + enc["tokenize_s"]))
@@ -50,8 +54,8 @@ def test_bench_refresh_at_scale_pads_the_corpus_and_reports_memory_and_disk(tmp_
 
 def test_bench_refresh_at_scale_with_steps_0_times_the_encoding_half_only(tmp_path, capsys):
     out = tmp_path / "scale.json"
-    assert bench_refresh.main(["scale=300", "steps=0", f"out={out}", *TINY, "trainer.num_threads=1"]) == 0
+    assert bench_refresh.main(["scale=300", "steps=0", f"out={out}", *TINY]) == 0
     result = json.loads(out.read_text())
-    assert result["encoding"]["passages"] == 300 and result["training"] == {}
+    assert result["encoding"]["passages"] == 300 and result["training"] == []
     printed = capsys.readouterr().out
     assert "refresh build, cached tokens" in printed and "train steps/s" not in printed

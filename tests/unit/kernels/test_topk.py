@@ -208,6 +208,20 @@ def test_auto_on_cpu_dispatch(monkeypatch, seed):
             _check(queries, docs, 17, *topk_scores(queries, docs, 17), seed)
 
 
+@pytest.mark.parametrize("n_queries,m,dim", [(7, 5, 3), (5, 300, 4000)])  # one block; one query per block
+def test_candidate_scores_equal_each_querys_float64_products(seed, n_queries, m, dim):
+    gen = torch.Generator().manual_seed(seed)
+    docs = torch.randn(400, dim, generator=gen).bfloat16()
+    queries = torch.randn(n_queries, dim, generator=gen).bfloat16()
+    rows = torch.randint(0, 400, (n_queries, m), generator=gen)
+    got = topk_mod._candidate_scores(queries.float(), docs, rows)
+    terms = queries.double()[:, None, :] * docs.double()[rows]  # (B, m, d): bf16 products, exact in fp32
+    want = terms.sum(-1)
+    # fp32 summation of `dim` exact products: |error| <= dim * 2^-24 * sum |terms| (the worst-case bound)
+    bound = dim * 2**-24 * terms.abs().sum(-1)
+    assert ((got.double() - want).abs() <= bound).all(), f"seed={seed}"
+
+
 @pytest.mark.skipif(torch.cuda.is_available() or not topk_mod._cpu.bf16_filter_applies(
     torch.empty(1, 1, dtype=torch.bfloat16), torch.empty(1, 1, dtype=torch.bfloat16)),
     reason="needs a CPU with oneDNN bf16 matmul")
