@@ -1,6 +1,7 @@
 """Partial vs full refresh: the table of `sweep=refresh_scope` (recall gain kept vs refresh cost).
 
-    python experiments/analysis/refresh_scope.py runs/sweeps/refresh_scope [more sweep dirs] [out=experiments/results/refresh_scope]
+    python experiments/analysis/refresh_scope.py runs/sweeps/refresh_scope [more sweep dirs]
+        [out=experiments/results/refresh_scope]
 
 Per arm (refresh=sync full, partial 10%, partial 25%, stale), mean ± sample std over seeds of test R@5 and EM,
 total refresh seconds and passages encoded per run, and staleness: mean overlap@5 between the live index just
@@ -44,7 +45,8 @@ def collect(sweep_dir: Path, *more: Path) -> dict[str, dict]:
                                                                 if (p / "metrics.json").is_file())]
     for run, suffix in runs_of:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
-        arms.setdefault(_arm(cfg) + suffix, []).append((cfg["trainer"]["seed"], json.loads((run / "metrics.json").read_text())))
+        metrics = json.loads((run / "metrics.json").read_text())
+        arms.setdefault(_arm(cfg) + suffix, []).append((cfg["trainer"]["seed"], metrics))
     out = {}
     for arm, runs in arms.items():
         row = {"seeds": sorted(seed for seed, _ in runs)}

@@ -57,6 +57,8 @@ class IndexRefreshCallback(L.Callback):
         progress: show encoding progress bars.
         cpu_worker_threads: async on CPU: intra-op threads of the background encoder, its own (training keeps its
             threads); 0 leaves torch's setting. More would oversubscribe the cores training already uses.
+        cpu_yield_threads: async on CPU: while the worker encodes, the training thread runs on its own thread count
+            minus `cpu_worker_threads` (at least 1) and gets it back when the new index is swapped in.
         scope: "full" (re-encode everything) or "partial" (see the module docstring).
         partial_fraction: partial: share of the corpus re-encoded per partial refresh.
         full_every: partial: every full_every-th refresh is a full rebuild (0: never).
@@ -68,7 +70,8 @@ class IndexRefreshCallback(L.Callback):
 
     def __init__(self, builder: IndexBuilder, schedule: RefreshSchedule, mode: str = "off",
                  probe: tuple[torch.Tensor, torch.Tensor] | None = None, k: int = 5, index_dir: Path | None = None,
-                 progress: bool = False, cpu_worker_threads: int = 1, scope: str = "full",
+                 progress: bool = False, cpu_worker_threads: int = 1, cpu_yield_threads: bool = True,
+                 scope: str = "full",
                  partial_fraction: float = 0.1, full_every: int = 4, probe_share: float = 0.25, audit: bool = False):
         self.builder, self.schedule, self.mode = builder, schedule, mode
         self.scope, self.partial_fraction, self.full_every = scope, partial_fraction, full_every
@@ -77,7 +80,8 @@ class IndexRefreshCallback(L.Callback):
         self.row_steps = torch.zeros(n_rows, dtype=torch.int64)  # step of the tower that encoded each live row
         self.hits = torch.zeros(n_rows, dtype=torch.int64)  # rows retrieved in training since the last refresh
         self.probe, self.k, self.progress = probe, k, progress
-        self.cpu_worker_threads = cpu_worker_threads
+        self.cpu_worker_threads, self.cpu_yield_threads = cpu_worker_threads, cpu_yield_threads
+        self._yielded_from: int | None = None  # training's thread count while it yields cores to the worker
         self.index_dir = Path(index_dir) if index_dir is not None else None
         self.corpus_fingerprint = builder.corpus_fingerprint
         self.version = 0  # 0 = the index built from the initial passage tower
@@ -293,6 +297,7 @@ class IndexRefreshCallback(L.Callback):
         # Every rank swaps at the same step, or their collective searches would mix index versions.
         if trainer.strategy.reduce_boolean_decision(future.done(), all=True):
             self._pending = None
+            self._take_back_threads()
             index, stats, saved, info = future.result()
             self._install(trainer, pl_module, index, stats, step, saved=saved, info=info)
 
@@ -311,8 +316,21 @@ class IndexRefreshCallback(L.Callback):
         device = pl_module.device
         ready = torch.cuda.current_stream(device).record_event() if device.type == "cuda" else None
         hits = self._take_hits(pl_module)
+        if ready is None:
+            self._yield_threads()
         self._pending = (self._pool.submit(self._build_async, trainer, pl_module, snapshot, device, ready,
                                            self.version + 1, step, hits), step, time.perf_counter())
+
+    def _yield_threads(self) -> None:
+        """Training thread, async refresh on CPU: leave the worker its cores (per-thread settings only)."""
+        if self.cpu_yield_threads and self.cpu_worker_threads and _per_thread_intra_op():
+            self._yielded_from = torch.get_num_threads()
+            torch.set_num_threads(max(1, self._yielded_from - self.cpu_worker_threads))
+
+    def _take_back_threads(self) -> None:
+        if self._yielded_from is not None:
+            torch.set_num_threads(self._yielded_from)
+            self._yielded_from = None
 
     def _build_async(self, trainer: L.Trainer, pl_module, snapshot, device: torch.device, ready, version: int,
                      step: int, hits: torch.Tensor) -> tuple[Index, BuildStats, str | None, dict]:
@@ -340,6 +358,7 @@ class IndexRefreshCallback(L.Callback):
             future, step, _ = self._pending
             index, stats, saved, info = future.result()
             self._pending = None
+            self._take_back_threads()
             if step == trainer.global_step and not info.get("partial"):  # the final tower, fully: use it
                 self._install(trainer, pl_module, index, stats, step, log=False, saved=saved, info=info)
             else:  # superseded by the final refresh below: drop what it wrote

@@ -29,7 +29,7 @@ def test_async_refresh_swaps_index_while_training_continues(tmp_path):
     parts = assemble(cfg, progress=False, run_dir=tmp_path)
     gate, original, steps_while_pending = threading.Event(), parts.refresh.builder.build, []
 
-    worker_threads, main_threads = [], torch.get_num_threads()
+    worker_threads, main_threads, threads_while_pending = [], torch.get_num_threads(), []
 
     def gated_build(encoder, **kwargs):  # the first refresh's encoder "takes" three training steps
         if threading.current_thread().name.startswith("index-refresh") and not worker_threads:  # the first refresh
@@ -41,6 +41,7 @@ def test_async_refresh_swaps_index_while_training_continues(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, *args):
             if parts.refresh._pending is not None and parts.refresh.version == 0:
                 steps_while_pending.append(trainer.global_step)
+                threads_while_pending.append(torch.get_num_threads())
                 if len(steps_while_pending) >= 4:
                     gate.set()
 
@@ -56,6 +57,8 @@ def test_async_refresh_swaps_index_while_training_continues(tmp_path):
     assert parts.refresh.version == len(parts.refresh.history) >= 2 and trainer.global_step == 12
     assert parts.refresh.index_step == 12  # the final index matches the final passage tower
     assert worker_threads == [1] and torch.get_num_threads() == main_threads  # the worker's own thread count
+    # while it encoded, training left the worker its core (refresh.cpu_yield_threads), and took it back after
+    assert set(threads_while_pending) == {max(1, main_threads - 1)}
 
 
 def test_refresh_with_unchanged_passage_tower_has_full_overlap(tmp_path):
