@@ -2,7 +2,8 @@
 
     python -m rag_e2e.bench_refresh [steps=N] [every=N] [rounds=N] [repeats=N] [out=bench_results/refresh.json]
                                     [config overrides...]
-    python -m rag_e2e.bench_refresh scale=1000000 [steps=200] [train_threads=2,1] [out=bench_results/refresh_scale.json]
+    python -m rag_e2e.bench_refresh scale=1000000 [steps=200] [train_threads=2,1] [repeats=1]
+                                    [out=bench_results/refresh_scale.json]
                                     (steps=0: the encoding half only)
 
 Two ratios (goal >= 0.9 each), measured in one process on one machine:
@@ -15,12 +16,12 @@ from the per-row cache) and the same rows tokenized anew, each as passages/s aga
 Training runs the end-to-end retriever (passage tower trained, fresh doc scores) on the synthetic KB.
 
 `scale=N`: the synthetic KB padded to N passages with distractors (`data.synthetic.distractor_passages`), vectors in
-a float16 memmap on disk (`index.embeddings_dir`). Timed once each: tokenizing the corpus into the builder's per-row
-token cache (what a run's first build does, once), the bare tower forward over batches padded beforehand from that
-cache, and a refresh build (pad each batch from the cache, encode, write the memmap, build the index); peak RAM (max
-RSS) and disk (the embeddings directory) after each. Then training steps/s with an async
-refresh in flight against training with none (`refresh=stale`), `steps` steps each after `skip` warm-up steps, once
-per training thread count in `train_threads` (default: torch's current count).
+a float16 memmap on disk (`index.embeddings_dir`). Timed: tokenizing the corpus into the builder's per-row token
+cache (what a run's first build does, once), then `repeats` rounds, in ABBA order, of the bare tower forward over
+batches padded beforehand from that cache and a refresh build (pad each batch from the cache, encode, write the
+memmap, build the index); peak RAM (max RSS) and disk (the embeddings directory). Then training steps/s with an
+async refresh in flight against training with none (`refresh=stale`), `steps` steps each after `skip` warm-up
+steps, once per training thread count in `train_threads` (default: torch's current count).
 """
 
 from __future__ import annotations
@@ -172,8 +173,12 @@ class _PendingClock(_StepClock):
             self.pending_steps += self.refresh.in_flight
 
 
-def _scale_encoding(common: list[str], emb_dir: Path) -> tuple[dict, float]:
-    """The encoding half of `bench_scale`; also returns the embeddings directory's size after the refresh (GB)."""
+def _scale_encoding(common: list[str], emb_dir: Path, repeats: int = 1) -> tuple[dict, float]:
+    """The encoding half of `bench_scale`; also returns the embeddings directory's peak size (GB).
+
+    `repeats` rounds of (bare, refresh) in ABBA order (bare, refresh, refresh, bare, ...), so a load that drifts
+    linearly over the run hits both alike; the ratio is of medians. Each refresh writes a fresh memmap (the previous
+    one is discarded first: a finished one would be reused, not re-encoded)."""
     parts = assemble(compose(common), progress=False)
     builder, encoder = parts.refresh.builder, parts.module.rag.encoder
     n = len(builder.corpus)
@@ -192,19 +197,32 @@ def _scale_encoding(common: list[str], emb_dir: Path) -> tuple[dict, float]:
     with torch.no_grad():  # warm-up: first calls allocate and pick kernels
         for tok in batches[:5]:
             encoder.encode_passage(tok["input_ids"], tok["attention_mask"])
-    seconds, disk = {}, {}
-    for name, fn in (("bare", bare), ("refresh", lambda: builder.build(encoder))):
-        began = time.perf_counter()
-        fn()
-        seconds[name] = time.perf_counter() - began
-        disk[name] = _disk_gb(emb_dir)
+    built: list[Path | None] = []
+
+    def refresh() -> None:
+        for path in built:
+            builder.discard(path)
+        built[:] = [builder.build(encoder)[1].embeddings_path]
+
+    runs: dict[str, list[float]] = {"bare": [], "refresh": []}
+    disk, order = 0.0, []
+    pair = (("bare", bare), ("refresh", refresh))
+    for r in range(repeats):
+        for name, fn in pair if r % 2 == 0 else pair[::-1]:
+            began = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - began)
+            order.append(name)
+            disk = max(disk, _disk_gb(emb_dir))
+    seconds = {name: statistics.median(times) for name, times in runs.items()}
     encoding = {"passages": n, "dim": encoder.passage_model.config.hidden_size, "tokenize_s": tokenize_s,
+                "repeats": repeats, "order": order, "bare_runs_s": runs["bare"], "refresh_runs_s": runs["refresh"],
                 "bare_s": seconds["bare"], "refresh_s": seconds["refresh"],
                 "bare_passages_per_s": n / seconds["bare"], "refresh_passages_per_s": n / seconds["refresh"],
                 "ratio": seconds["bare"] / seconds["refresh"],
                 "first_build_passages_per_s": n / (seconds["refresh"] + tokenize_s),
-                "peak_rss_gb": _max_rss_gb(), "embeddings_disk_gb": disk["refresh"]}
-    return encoding, max(disk.values())
+                "peak_rss_gb": _max_rss_gb(), "embeddings_disk_gb": _disk_gb(emb_dir)}
+    return encoding, disk
 
 
 def _scale_training(common: list[str], steps: int, skip: int, work: Path) -> dict:
@@ -228,12 +246,12 @@ def _scale_training(common: list[str], steps: int, skip: int, work: Path) -> dic
 
 
 def bench_scale(overrides: list[str], passages: int, steps: int, skip: int, work: Path,
-                train_threads: list[int] | None = None) -> dict:
+                train_threads: list[int] | None = None, repeats: int = 1) -> dict:
     """Refresh of a `passages`-row corpus in a float16 memmap, and async refresh's cost to training, at that scale.
 
     `train_threads`: run the training half once per torch thread count for training (default: the current one);
     on a CPU, a count that leaves the worker's cores free separates the async machinery's own cost from the cores
-    the two share.
+    the two share. `repeats`: rounds of the encoding half's (bare, refresh) pair, ABBA order, medians.
     """
     kb = compose([*DEFAULTS, *overrides])
     distractors = passages - (kb.data.synthetic.num_entities * kb.data.synthetic.attributes_per_entity)
@@ -241,7 +259,7 @@ def bench_scale(overrides: list[str], passages: int, steps: int, skip: int, work
     shutil.rmtree(emb_dir, ignore_errors=True)
     common = [*DEFAULTS, *overrides, f"data.synthetic.distractor_passages={distractors}",
               f"index.embeddings_dir={emb_dir}", "index.embeddings_dtype=float16"]
-    encoding, disk = _scale_encoding(common, emb_dir)
+    encoding, disk = _scale_encoding(common, emb_dir, repeats)
     training = []
     before = torch.get_num_threads()
     for threads in (train_threads or [before]) if steps else ():
@@ -257,7 +275,8 @@ def bench_scale(overrides: list[str], passages: int, steps: int, skip: int, work
 
 def _print_scale(result: dict, device: str) -> None:
     enc = result["encoding"]
-    print(f"device: {device}; corpus {enc['passages']:,} passages, d={enc['dim']}, float16 memmap")
+    print(f"device: {device}; corpus {enc['passages']:,} passages, d={enc['dim']}, float16 memmap; "
+          f"encodings: medians of {enc['repeats']} ABBA rounds")
     print(f"{'measure':<52}{'value':>12}{'ratio':>8}")
     print(f"{'bare passage-tower forward (passages/s)':<52}{enc['bare_passages_per_s']:>12.0f}")
     print(f"{'refresh build, cached tokens + memmap (passages/s)':<52}{enc['refresh_passages_per_s']:>12.0f}"
@@ -275,7 +294,7 @@ def _print_scale(result: dict, device: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    opts = {"steps": "", "every": "20", "rounds": "3", "repeats": "5", "out": "", "scale": "0", "skip": "5",
+    opts = {"steps": "", "every": "20", "rounds": "3", "repeats": "", "out": "", "scale": "0", "skip": "5",
             "train_threads": ""}
     opts, overrides = split_options(args, opts)
     if int(opts["scale"]):
@@ -283,14 +302,16 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(opts["out"] or "bench_results/refresh_scale.json")
         steps = int(opts["steps"] or 200)
         threads = [int(t) for t in opts["train_threads"].split(",") if t]
+        repeats = int(opts["repeats"] or 1)  # each pass at 1M takes minutes: one (bare, refresh) pair by default
         result = bench_scale(overrides, int(opts["scale"]), steps, int(opts["skip"]), out.parent / "refresh_scale_work",
-                             threads)
+                             threads, repeats)
         _print_scale(result, device)
         atomic.write_json(out, {"device": device, "overrides": overrides, **result})
         print(f"wrote {out}")
         return 0
     opts["steps"], opts["out"] = opts["steps"] or "60", opts["out"] or "bench_results/refresh.json"
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    opts["repeats"] = opts["repeats"] or "5"
     enc = bench_encoding(overrides, int(opts["repeats"]))
     out = Path(opts["out"])
     train = bench_training(overrides, int(opts["steps"]), int(opts["every"]), int(opts["rounds"]),

@@ -59,3 +59,32 @@ def test_bench_refresh_at_scale_with_steps_0_times_the_encoding_half_only(tmp_pa
     assert result["encoding"]["passages"] == 300 and result["training"] == []
     printed = capsys.readouterr().out
     assert "refresh build, cached tokens" in printed and "train steps/s" not in printed
+
+
+def test_bench_refresh_at_scale_repeats_re_encode_every_refresh_in_abba_order(tmp_path, monkeypatch):
+    from rag_e2e.retrieval import refresh as refresh_module
+
+    encoded = []  # rows each refresh's memmap encoding computed (a reused, finished memmap would compute none)
+    real = refresh_module.encode_to_memmap
+
+    def counting(encode_rows, size, *args, **kwargs):
+        rows = [0]
+
+        def count(lo, hi):
+            rows[0] += hi - lo
+            return encode_rows(lo, hi)
+
+        result = real(count, size, *args, **kwargs)
+        encoded.append(rows[0])
+        return result
+
+    monkeypatch.setattr(refresh_module, "encode_to_memmap", counting)
+    out = tmp_path / "scale.json"
+    assert bench_refresh.main(["scale=300", "steps=0", "repeats=3", f"out={out}", *TINY]) == 0
+    enc = json.loads(out.read_text())["encoding"]
+    assert enc["repeats"] == 3 and len(enc["bare_runs_s"]) == len(enc["refresh_runs_s"]) == 3
+    assert enc["order"] == ["bare", "refresh", "refresh", "bare", "bare", "refresh"]
+    assert enc["refresh_s"] == pytest.approx(statistics.median(enc["refresh_runs_s"]))
+    assert enc["ratio"] == pytest.approx(statistics.median(enc["bare_runs_s"]) / enc["refresh_s"])
+    assert encoded == [300, 300, 300]  # every refresh encoded the whole corpus anew
+    assert enc["embeddings_disk_gb"] == pytest.approx(300 * enc["dim"] * 2 / 2**30, rel=0.3)  # one encoding kept
