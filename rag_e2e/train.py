@@ -175,7 +175,8 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                                    probe=(probe["input_ids"], probe["attention_mask"]), k=rag.k,
                                    index_dir=run_dir / "index" if save else None, progress=progress,
                                    cpu_worker_threads=cfg.refresh.cpu_worker_threads,
-                                   cpu_yield_threads=cfg.refresh.cpu_yield_threads, scope=cfg.refresh.scope,
+                                   cpu_yield_threads=cfg.refresh.cpu_yield_threads,
+                                   cpu_worker_nice=cfg.refresh.cpu_worker_nice, scope=cfg.refresh.scope,
                                    partial_fraction=cfg.refresh.partial_fraction, full_every=cfg.refresh.full_every,
                                    probe_share=cfg.refresh.probe_share, audit=cfg.refresh.audit)
     return Assembled(data, module, datamodule, refresh)

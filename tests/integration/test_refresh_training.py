@@ -1,6 +1,7 @@
 """Index refresh during real (tiny) training: async swap, unchanged-encoder staleness, resume, DDP."""
 
 import json
+import os
 import threading
 
 import lightning as L
@@ -25,15 +26,18 @@ def _fit(cfg, tmp_path, extra_callbacks=()):
 
 def test_async_refresh_swaps_index_while_training_continues(tmp_path):
     cfg = tiny_config(*FAST, "retriever=end2end", "retriever.k=3", "refresh=async", "refresh.schedule=4",
-                      "model.passage_lr=1e-2", "trainer.max_steps=12")
+                      "model.passage_lr=1e-2", "trainer.max_steps=12", "refresh.cpu_worker_nice=3",
+                      "refresh.cpu_yield_threads=true")
     parts = assemble(cfg, progress=False, run_dir=tmp_path)
     gate, original, steps_while_pending = threading.Event(), parts.refresh.builder.build, []
 
     worker_threads, main_threads, threads_while_pending = [], torch.get_num_threads(), []
+    nice = {"main": os.getpriority(os.PRIO_PROCESS, threading.get_native_id())}
 
     def gated_build(encoder, **kwargs):  # the first refresh's encoder "takes" three training steps
         if threading.current_thread().name.startswith("index-refresh") and not worker_threads:  # the first refresh
             worker_threads.append(torch.get_num_threads())
+            nice["worker"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
             assert gate.wait(60)
         return original(encoder, **kwargs)
 
@@ -59,6 +63,9 @@ def test_async_refresh_swaps_index_while_training_continues(tmp_path):
     assert worker_threads == [1] and torch.get_num_threads() == main_threads  # the worker's own thread count
     # while it encoded, training left the worker its core (refresh.cpu_yield_threads), and took it back after
     assert set(threads_while_pending) == {max(1, main_threads - 1)}
+    # the worker thread ran at refresh.cpu_worker_nice; training's thread kept its priority
+    assert nice == {"main": nice["main"], "worker": max(3, nice["main"])}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == nice["main"]
 
 
 def test_refresh_with_unchanged_passage_tower_has_full_overlap(tmp_path):

@@ -68,6 +68,7 @@ def test_command_line_wins_over_experiment_which_wins_over_groups():
         ("model.reader_mix=posterior", "set `model.reader_mix` to one of uniform, retriever"),
         ("eval.decoding=quick", "set `eval.decoding` to one of thorough, fast"),
         ("data=prepared", "or `data.prepared_dir`, the out= folder of rag-e2e prepare"),
+        ("refresh.cpu_worker_nice=20", "set `refresh.cpu_worker_nice` in [0, 19]"),
     ],
 )
 def test_bad_overrides_are_rejected_naming_the_key(override, needle):
