@@ -388,6 +388,9 @@ class IndexRefreshCallback(L.Callback):
             self._refresh_now(trainer, pl_module, full=True)
         self._prune([])  # training is over: only the live index stays
 
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        self._take_back_threads()  # on_train_end will not run: do not leave this process on training's reduced count
+
     def state_dict(self) -> dict:  # called as each checkpoint is written
         if self.index_path is not None and self.index_path not in self._checkpointed:
             self._prune(self._checkpointed[-1:] + [self.index_path])

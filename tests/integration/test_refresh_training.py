@@ -68,6 +68,15 @@ def test_async_refresh_swaps_index_while_training_continues(tmp_path):
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == nice["main"]
 
 
+def test_a_failed_fit_gives_back_the_threads_training_yielded(tmp_path):
+    cfg = tiny_config(*FAST, "refresh=async", "refresh.cpu_yield_threads=true", "trainer.max_steps=2")
+    parts, threads = assemble(cfg, progress=False, run_dir=tmp_path), torch.get_num_threads()
+    parts.refresh._yield_threads()  # as when an async refresh is submitted on CPU
+    assert torch.get_num_threads() == (max(1, threads - 1) if parts.refresh._yielded_from is not None else threads)
+    parts.refresh.on_exception(None, None, RuntimeError("training failed"))
+    assert torch.get_num_threads() == threads and parts.refresh._yielded_from is None
+
+
 def test_refresh_with_unchanged_passage_tower_has_full_overlap(tmp_path):
     # query-side only: the passage tower is frozen, so a re-encoded index equals the live one
     cfg = tiny_config(*FAST, "refresh=sync", "refresh.schedule=3", "trainer.max_steps=6")
