@@ -273,7 +273,9 @@ class ModelConfig:
     # loop (Atlas), lsr (REPLUG), gumbel_topk (Stochastic RAG). `token` also decodes RAG-Token; the rest RAG-Sequence.
     loss: str = "sequence"
     lm_temperature: float = 1.0  # τ of the pdist/loop targets softmax(log p(y|x,z)/τ)
-    lsr_temperature: float = 0.1  # β of lsr's LM distribution softmax(p(y|x,z)/β)
+    # β of lsr's LM distribution softmax(p(y|x,z)/β): a scale of likelihoods, not log-likelihoods; set it near the
+    # differences of p(y|x,z) between passages (0.001 on synthetic_hard, chosen on validation: README)
+    lsr_temperature: float = 0.1
     gumbel_samples: int = 4  # gumbel_topk: passage sets sampled per question
     gumbel_set_size: int = 2  # gumbel_topk: passages per sampled set (< retriever.k)
     gumbel_temperature: float = 0.5  # gumbel_topk: temperature of the relaxed top-k

@@ -353,7 +353,10 @@ def lsr_objective(x: ReaderScores, s: ObjectiveSettings) -> Terms:
         retriever = KL( p_R ‖ Q ),   Q(z) = softmax_z( sg(p(y|x,z)) / β ),   β = `model.lsr_temperature`
 
     Note Q is a softmax of likelihoods, not log-likelihoods, and the KL runs from p_R (mode-seeking), unlike
-    `pdist`. Reader: `reader_nll` (no gradient when the reader is frozen, REPLUG's setting).
+    `pdist`; so β must be on the scale of the likelihoods' differences, or Q is uniform wherever they are all small.
+    (REPLUG's released code, LSR_finetune/replug_lsr.py, instead softmaxes log-probabilities and its KLDivLoss
+    computes KL(Q ‖ P_R), i.e. `pdist`; we follow the paper's equations.) Reader: `reader_nll` (no gradient when the
+    reader is frozen, REPLUG's setting).
     Paper → ours: P_R(d|x) = softmax(s(d,x)/γ) = p_R with γ = θ; Q(d|x,y) = Q(z); P_LM(y|d,x) = exp(ll_z).
     """
     log_q = F.log_softmax(x.answer_ll.detach().exp() / s.lsr_temperature, dim=-1)  # (B, k)

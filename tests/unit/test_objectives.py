@@ -229,3 +229,27 @@ def test_with_an_uninformative_reader_lsr_flattens_the_retriever_and_the_margina
     p = torch.softmax(doc_scores.detach()[0] / 0.1, -1)
     expected = p * (torch.log(p) + math.log(3) - (p * (torch.log(p) + math.log(3))).sum()) / 0.1  # ∂KL(p‖U)/∂s
     torch.testing.assert_close(grad["lsr"], expected, rtol=1e-10, atol=0)
+
+
+def test_lsr_follows_a_weak_readers_ranking_only_when_beta_is_on_the_scale_of_its_likelihoods():
+    # REPLUG's Q softmaxes likelihoods, not log-likelihoods: on passages that do not explain the answer p(y|x,z) is
+    # small (here 0.02, 0.005, 0.001), so Q ∝ exp(p/β) is all but uniform at β = 0.1 and follows the reader at
+    # β = 0.001. The retriever ranks the reader's best passage last; only the small β raises it (what separates
+    # lsr's β = 0.1 and β = 0.001 rows on synthetic_hard).
+    doc_scores = torch.tensor([[0.3, 0.4, 0.5]], dtype=torch.float64, requires_grad=True)
+    p = torch.tensor([0.02, 0.005, 0.001], dtype=torch.float64)
+    ll = p.log().view(1, 3, 1)
+    for beta, spread in ((0.1, math.exp(0.019 / 0.1)), (0.001, math.exp(0.019 / 0.001))):
+        q = torch.exp(p / beta) / torch.exp(p / beta).sum()
+        assert q.max() / q.min() == pytest.approx(spread, rel=1e-12)  # Q's ratio is exp((p_max − p_min)/β)
+        settings = ObjectiveSettings(prior_temperature=0.1, lsr_temperature=beta)
+        terms = OBJECTIVES["lsr"].fn(ReaderScores(doc_scores, ll), settings)
+        p_r = torch.softmax(doc_scores.detach()[0] / 0.1, -1)
+        torch.testing.assert_close(terms.retriever, (p_r * (p_r.log() - q.log())).sum().view(1), rtol=0, atol=ATOL)
+        (grad,) = torch.autograd.grad(terms.retriever.sum(), [doc_scores])
+        if beta == 0.1:
+            assert grad[0, 0] < 0 and grad[0, 2] > 0  # toward uniform: the bottom passage rises, the top one falls
+            assert q.max() / q.min() < 1.21
+        else:
+            assert grad[0, 0] == grad[0].min() < 0  # descent raises the reader's best passage the most
+            assert q[0] > 0.99
