@@ -60,7 +60,11 @@ class DataConfig:
     test_path: str | None = None  # files: a separate test QA file (qa_path is then split into train/dev only)
     corpus_format: str = "auto"
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/dev/test, by group
+    split_unit: str = "groups"  # what the fractions count: groups (articles), or questions (groups still whole)
     split_seed: int = 0
+    # squad: cut each paragraph into passages of this many words, gold = the one holding the answer's start (long
+    # articles, e.g. COVID-QA); null: one passage per paragraph
+    chunk_words: int | None = None
     max_eval_questions: int | None = None  # cap dev/test size for quick runs
     batch_size: int = 16
     reader_batch_size: int = 32  # reader-only examples per step (when model.reader_loss_weight > 0)
@@ -74,6 +78,11 @@ class DataConfig:
         _one_of(self.source, ("synthetic", "squad", "files"), "data.source")
         _one_of(self.qa_format, ("auto", "squad", "nq_open", "jsonl"), "data.qa_format")
         _one_of(self.corpus_format, ("auto", "dpr_tsv", "jsonl", "parquet"), "data.corpus_format")
+        _one_of(self.split_unit, ("groups", "questions"), "data.split_unit")
+        _check(self.chunk_words is None or self.chunk_words >= 1, "set `data.chunk_words` >= 1 (or null)")
+        _check(self.chunk_words is None or self.source == "squad",
+               "`data.chunk_words` cuts SQuAD-layout articles (data.source=squad); unset it for "
+               f"data.source={self.source}")
         _check(self.source == "synthetic" or self.qa_path is not None,
                f"set `data.qa_path` for data.source={self.source}"
                + (" (or `data.prepared_dir`, the out= folder of rag-e2e prepare)" if self.source == "files" else ""))
@@ -141,7 +150,12 @@ class GeneratorConfig:
     seed: int = 0
     train: bool = True  # false: a frozen reader (REPLUG): only the retriever learns from its likelihood
     lora: LoraConfig = field(default_factory=LoraConfig)
-    dtype: str = "float32"  # weights as loaded (bf16 for GPUs)
+    # weights as loaded (bf16 for GPUs); auto (a frozen reader): the faster of float32 and bfloat16 on this machine,
+    # measured once per host (rag_e2e/tuning.py)
+    dtype: str = "float32"
+    # a frozen reader's outputs kept on disk under $RAG_E2E_CACHE/reader_outputs/, shared by runs, seeds and processes
+    # (content-keyed: weights, tokenizer, prompt format, passage, question, answer; rag_e2e/models/reader_cache.py)
+    cache_outputs: bool = False
     gradient_checkpointing: bool = False
     # Causal LMs: the prompt, and how the answer follows it (see rag_e2e/models/causal_lm.py).
     prompt_template: str = "Title: {title}\nPassage: {text}\nQuestion: {question}\nAnswer:"
@@ -153,7 +167,11 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.arch, ("bart", "t5", "bert2bert", "gpt2", "llama", "qwen2"), "generator.arch")
-        _one_of(self.dtype, ("float32", "bfloat16", "float16"), "generator.dtype")
+        _one_of(self.dtype, ("float32", "bfloat16", "float16", "auto"), "generator.dtype")
+        _check(self.dtype != "auto" or not self.train, "`generator.dtype=auto` picks by measurement for a frozen "
+               "reader (`generator.train=false`); set float32 or bfloat16 for a trained one")
+        _check(not self.cache_outputs or not self.train, "`generator.cache_outputs` keeps a frozen reader's outputs; "
+               "a trained reader's change every step: set `generator.train=false` or `generator.cache_outputs=false`")
         _check(self.max_source_length >= 8 and self.max_target_length >= 2,
                "set `generator.max_source_length` >= 8 and `generator.max_target_length` >= 2")
         for key in ("title", "text", "question"):
@@ -329,10 +347,17 @@ class EvalConfig:
     max_new_tokens: int = 16
     num_qualitative: int = 20  # predictions printed in the run summary
     before_training: bool = True  # also evaluate the untrained system (init/*) before training starts
+    # Questions answered by the reader (EM/F1): a fixed sample of the test (and init) questions, the same for every
+    # system and seed (drawn with data.split_seed); null: all. Retrieval metrics always cover every question.
+    generation_questions: int | None = None
+    val_generation_questions: int | None = None  # the same for validation; 0: retrieval metrics only
 
     def __post_init__(self) -> None:
         _one_of(self.decoding, ("thorough", "fast"), "eval.decoding")
         _check(self.num_beams >= 1, "set `eval.num_beams` >= 1")
+        for key in ("generation_questions", "val_generation_questions"):
+            value = getattr(self, key)
+            _check(value is None or value >= 0, f"set `eval.{key}` >= 0 (or null: every question)")
 
 
 @dataclass

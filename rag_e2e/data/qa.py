@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -156,29 +157,44 @@ def load_qa(path: str | Path, fmt: Literal["squad", "nq_open", "jsonl", "auto"] 
 
 
 def split_by_group(
-    examples: Sequence[QAExample], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
+    examples: Sequence[QAExample], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+    unit: Literal["groups", "questions"] = "groups",
 ) -> tuple[list[QAExample], list[QAExample], list[QAExample]]:
     """Split into (train, val, test) so that no group (e.g. SQuAD article) spans two splits.
 
-    Groups, in order of first appearance, are shuffled with `random.Random(seed)` and cut by group count (not by
-    question count) in the given fractions, so the result depends only on the input order and the seed. Examples
-    with an empty group are each their own group. With at least as many groups as positive fractions, every split
-    with a positive fraction gets at least one group. Within a split, examples keep their input order.
+    Groups, in order of first appearance, are shuffled with `random.Random(seed)` and cut in the given fractions, so
+    the result depends only on the input order and the seed. Examples with an empty group are each their own group.
+    Within a split, examples keep their input order.
+
+    unit="groups" cuts by group count: with at least as many groups as positive fractions, every split with a
+    positive fraction gets at least one group. unit="questions" cuts by question count, for groups of very
+    different sizes (COVID-QA's articles hold 1 to 113 questions): each group, in shuffled order, goes to the split
+    whose share of the questions its middle question falls in.
 
     Raises:
-        ValueError: fractions are negative or do not sum to 1.
+        ValueError: fractions are negative or do not sum to 1, or `unit` is unknown.
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
     keys = [ex.group if ex.group else ("", i) for i, ex in enumerate(examples)]  # tuple keys never clash with names
     groups = list(dict.fromkeys(keys))
     random.Random(seed).shuffle(groups)
-    counts = _group_counts(len(groups), fractions)
     split_of: dict[str | tuple[str, int], int] = {}
-    start = 0
-    for split, count in enumerate(counts):
-        split_of.update(dict.fromkeys(groups[start : start + count], split))
-        start += count
+    if unit == "questions":
+        sizes = Counter(keys)
+        bounds = [sum(fractions[: i + 1]) * len(keys) for i in range(3)]  # cumulative question targets
+        done = 0
+        for group in groups:
+            middle = done + sizes[group] / 2
+            split_of[group] = next((i for i in range(3) if middle < bounds[i]), 2)
+            done += sizes[group]
+    elif unit == "groups":
+        start = 0
+        for split, count in enumerate(_group_counts(len(groups), fractions)):
+            split_of.update(dict.fromkeys(groups[start : start + count], split))
+            start += count
+    else:
+        raise ValueError(f"unit is 'groups' or 'questions', got {unit!r}")
     out: tuple[list[QAExample], list[QAExample], list[QAExample]] = ([], [], [])
     for ex, key in zip(examples, keys, strict=True):
         out[split_of[key]].append(ex)

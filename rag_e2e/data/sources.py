@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_e2e.config import DataConfig
+from rag_e2e.data.chunked import load_squad_chunked
 from rag_e2e.data.corpus import load_corpus
 from rag_e2e.data.qa import load_qa, load_squad, split_by_group
 from rag_e2e.data.synthetic import make_synthetic_kb
@@ -41,10 +42,23 @@ def _cap(examples: list[QAExample], limit: int | None, seed: int) -> list[QAExam
     return random.Random(seed).sample(examples, limit)
 
 
+def sample_qids(examples: list[QAExample], n: int | None, seed: int) -> frozenset[str] | None:
+    """Ids of a seeded sample of `n` examples (None: all, returned as None); the same for every run of a split."""
+    if n is None or n >= len(examples):
+        return None
+    return frozenset(random.Random(seed).sample([ex.qid for ex in examples], n))
+
+
 def _synthetic_kb(cfg: DataConfig):
     s = cfg.synthetic
     return make_synthetic_kb(s.num_entities, s.num_reader_entities, s.attributes_per_entity, s.seed, twins=s.twins,
                              filler_sentences=s.filler_sentences, distractor_passages=s.distractor_passages)
+
+
+def _squad(cfg: DataConfig, base_dir: Path | None) -> tuple[list[QAExample], list[Passage]]:
+    """A SQuAD-layout file: a passage per paragraph, or per `chunk_words` words of it."""
+    path = _resolve(cfg.qa_path, base_dir)
+    return load_squad(path) if cfg.chunk_words is None else load_squad_chunked(path, cfg.chunk_words)
 
 
 def load_corpus_of(cfg: DataConfig, base_dir: Path | None = None) -> tuple[list[Passage], str]:
@@ -57,7 +71,7 @@ def load_corpus_of(cfg: DataConfig, base_dir: Path | None = None) -> tuple[list[
     if cfg.source == "synthetic":
         return _synthetic_kb(cfg).corpus, "the synthetic knowledge base"
     if cfg.source == "squad":
-        return load_squad(_resolve(cfg.qa_path, base_dir))[1], str(_resolve(cfg.qa_path, base_dir))
+        return _squad(cfg, base_dir)[1], str(_resolve(cfg.qa_path, base_dir))
     return load_corpus(_resolve(cfg.corpus_path, base_dir), cfg.corpus_format), str(_resolve(cfg.corpus_path, base_dir))
 
 
@@ -72,8 +86,9 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
         kb = _synthetic_kb(cfg)
         data = RagData(kb.corpus, kb.train, kb.dev, kb.test, kb.reader)
     elif cfg.source == "squad":
-        questions, corpus = load_squad(_resolve(cfg.qa_path, base_dir))
-        train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed)
+        questions, corpus = _squad(cfg, base_dir)
+        train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed,
+                                          unit=cfg.split_unit)
         # Reader-only examples: training questions with their gold paragraph ((context, query, response) pairs).
         data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context],
                        corpus_source=str(_resolve(cfg.qa_path, base_dir)))
@@ -89,10 +104,12 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
         if cfg.test_path:  # a separate test file (NQ-open's dev/test): split qa_path into train and dev only
             train_frac, dev_frac, _ = cfg.split_fractions
             train, dev, _ = split_by_group(questions, (train_frac / (train_frac + dev_frac),
-                                                       dev_frac / (train_frac + dev_frac), 0.0), seed=cfg.split_seed)
+                                                       dev_frac / (train_frac + dev_frac), 0.0), seed=cfg.split_seed,
+                                           unit=cfg.split_unit)
             test = load_qa(_resolve(cfg.test_path, base_dir), cfg.qa_format)
         else:
-            train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed)
+            train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed,
+                                              unit=cfg.split_unit)
         data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context],
                        corpus_source=str(_resolve(cfg.corpus_path, base_dir)))
     data.dev = _cap(data.dev, cfg.max_eval_questions, cfg.split_seed)
