@@ -47,10 +47,11 @@ OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweepe
 # ---- what a run writes, for `optimized_metric` -----------------------------------------------------------------
 def written_metrics(run: RunConfig) -> set[str]:
     """The keys of the metrics.json `train()` writes for this config (a test keeps this equal to a real run's)."""
-    names = {f"test/{name}" for name in metric_names(run.eval.ks)} | {"time/total_s", "train/steps"}
+    answers = run.eval.generation_questions != 0
+    names = {f"test/{name}" for name in [*metric_names(run.eval.ks, answers), "answered"]}
     if run.eval.before_training and run.trainer.max_steps > 0:
-        names |= {f"init/{name}" for name in metric_names(run.eval.ks)}
-    return names
+        names |= {f"init/{name}" for name in [*metric_names(run.eval.ks, answers), "answered"]}
+    return names | {"time/total_s", "train/steps"}
 
 
 def check_metric(run: RunConfig) -> None:

@@ -21,7 +21,7 @@ from transformers import AutoModel, PreTrainedTokenizerBase
 from rag_e2e import atomic
 from rag_e2e.compose import to_yaml
 from rag_e2e.config import RunConfig
-from rag_e2e.data.sources import RagData, load_data
+from rag_e2e.data.sources import RagData, load_data, sample_qids
 from rag_e2e.errors import ConfigError
 from rag_e2e.lightning.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from rag_e2e.lightning.datamodule import QACollator, RagDataModule
@@ -119,6 +119,13 @@ def build_trained_reader(cfg: RunConfig, state_dict: dict[str, torch.Tensor] | N
     return reader
 
 
+def answered_questions(cfg: RunConfig, data: RagData) -> dict[str, frozenset[str] | None]:
+    """The questions the reader answers in validation and test (`eval.*generation_questions`; None: all)."""
+    seed = cfg.data.split_seed
+    return {"val": sample_qids(data.dev, cfg.eval.val_generation_questions, seed),
+            "test": sample_qids(data.test, cfg.eval.generation_questions, seed)}
+
+
 def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True,
              state_dict: dict[str, torch.Tensor] | None = None, run_dir: Path | None = None) -> Assembled:
     """config -> data -> encoders -> generator -> RagModel -> Lightning module, datamodule and index callback.
@@ -160,7 +167,8 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
                           reader_loss_weight=m.reader_loss_weight, reader_warmup_steps=m.reader_warmup_steps,
                           reader_ready_nll=m.reader_ready_nll,
                           eval_ks=tuple(cfg.eval.ks), num_beams=cfg.eval.num_beams,
-                          max_new_tokens=cfg.eval.max_new_tokens, reader_base=gen_cfg.name_or_path)
+                          max_new_tokens=cfg.eval.max_new_tokens, reader_base=gen_cfg.name_or_path,
+                          answered=answered_questions(cfg, data))
     collator = QACollator(q_tokenizer, rag.labels, enc_cfg.max_query_length)
     datamodule = RagDataModule(data.train, data.dev, data.test, data.reader, collator,
                                batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
@@ -268,7 +276,7 @@ def _log_prediction_table(trainer: L.Trainer, records: list[dict], corpus, n: in
     if not loggers or not records:
         return
     text = {p.pid: p.text for p in corpus}
-    rows = [[r["question"], "\n".join(f"[{pid}] {text[pid][:200]}" for pid in r["retrieved"][:3]), r["answer"],
+    rows = [[r["question"], "\n".join(f"[{pid}] {text[pid][:200]}" for pid in r["retrieved"][:3]), r["answer"] or "",
              " | ".join(r["gold"]), r["gold_rank"]] for r in records[:n]]
     loggers[0].log_table(key="test/predictions", columns=["question", "top passages", "answer", "gold", "gold rank"],
                          data=rows)

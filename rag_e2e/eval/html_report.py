@@ -57,7 +57,7 @@ const blocks = document.querySelectorAll(".q");
 function applyFilters() {
   let shown = 0;
   for (const q of blocks) {
-    const hide = (boxes[0].checked && q.dataset.correct === "1") || (boxes[1].checked && q.dataset.hit === "1");
+    const hide = (boxes[0].checked && q.dataset.correct !== "0") || (boxes[1].checked && q.dataset.hit === "1");
     q.classList.toggle("filtered", hide);
     shown += hide ? 0 : 1;
   }
@@ -78,7 +78,7 @@ class Prediction:
     Attributes:
         qid: question id.
         question: the question text.
-        answer: the generated answer.
+        answer: the generated answer; None for a question outside `eval.generation_questions` (retrieval only).
         gold: reference answers.
         gold_pids: ids of passages known to hold the answer; empty when relevance is answer-string matching.
         gold_rank: 1-based rank of the first relevant passage among max(retriever.k, eval.ks) retrieved, or None.
@@ -88,7 +88,7 @@ class Prediction:
 
     qid: str
     question: str
-    answer: str
+    answer: str | None
     gold: tuple[str, ...]
     gold_pids: tuple[str, ...]
     gold_rank: int | None
@@ -139,7 +139,7 @@ def _prediction(path: Path, line: int, record: dict[str, Any]) -> Prediction:
     if not gold:
         raise DataFormatError(path, line, "gold", "no reference answer")
     return Prediction(qid=str(field("qid", (str, int), "a string")), question=field("question", str, "a string"),
-                      answer=field("answer", str, "a string"), gold=gold,
+                      answer=field("answer", (str, type(None)), "a string or null"), gold=gold,
                       gold_pids=_strings(path, line, record, "gold_pids"), gold_rank=rank, retrieved=retrieved,
                       scores=tuple(float(s) for s in scores))
 
@@ -246,8 +246,9 @@ def render_page(label: str, run_dir: Path, predictions: Sequence[Prediction], pa
         note: why passage texts are missing, shown as a warning.
     """
     esc = html.escape
-    f1s = [qa_metrics.f1_score(p.answer, p.gold) for p in predictions]
-    wrong = sum(not qa_metrics.exact_match(p.answer, p.gold) for p in predictions)
+    answered = [p for p in predictions if p.answer is not None]
+    f1s = [qa_metrics.f1_score(p.answer, p.gold) for p in answered]
+    wrong = sum(not qa_metrics.exact_match(p.answer, p.gold) for p in answered)
     misses = sum(not p.hit for p in predictions)
     plots = [_svg_bars("per-question F1 (bins of 0.1)", [f"{b / 10:.1f}" for b in range(10)], _f1_histogram(f1s)),
              _svg_bars("rank of the first gold passage", *_rank_histogram(predictions))]
@@ -275,18 +276,21 @@ def render_page(label: str, run_dir: Path, predictions: Sequence[Prediction], pa
 
 def _metrics_table(predictions: Sequence[Prediction], logged: Mapping[str, float]) -> str:
     """Metrics recomputed from the predictions beside metrics.json's test/* and init/* values, in percent."""
-    answers, golds = [p.answer for p in predictions], [list(p.gold) for p in predictions]
+    said = [p for p in predictions if p.answer is not None]  # answer metrics over the answered questions
+    answers, golds = [p.answer for p in said], [list(p.gold) for p in said]
     ks = sorted({int(key.rsplit("@", 1)[1]) for key in logged if key.startswith("test/recall@")}) or DEFAULT_KS
-    ours = qa_metrics.aggregate(answers, golds, [p.gold_rank for p in predictions], ks=ks)
-    ours["rouge_l"] = sum(qa_metrics.rouge_l(a, g) for a, g in zip(answers, golds)) / len(predictions)
-    ours["bleu"] = qa_metrics.corpus_bleu(answers, golds)
+    ours: dict[str, float | None] = dict(qa_metrics.retrieval_metrics([p.gold_rank for p in predictions], ks=ks))
+    if said:
+        ours.update(qa_metrics.answer_metrics(answers, golds))
+        ours["rouge_l"] = sum(qa_metrics.rouge_l(a, g) for a, g in zip(answers, golds)) / len(said)
+        ours["bleu"] = qa_metrics.corpus_bleu(answers, golds)
     order = ["em", "f1", "rouge_l", "bleu", *(f"recall@{k}" for k in ks), "mrr"]
     names = {"em": "EM", "f1": "F1", "rouge_l": "ROUGE-L", "bleu": "BLEU", "mrr": "MRR"}
 
     def cell(value: float | None) -> str:
         return f"<td class=\"num\">{'–' if value is None else f'{100 * value:.1f}'}</td>"
 
-    rows = [f"<tr><th>{names.get(key, key)}</th>{cell(ours[key])}{cell(logged.get(f'test/{key}'))}"
+    rows = [f"<tr><th>{names.get(key, key)}</th>{cell(ours.get(key))}{cell(logged.get(f'test/{key}'))}"
             f"{cell(logged.get(f'init/{key}'))}</tr>" for key in order]
     return ("<table class=\"metrics\"><tr><th>metric (%)</th><th>from predictions.jsonl</th>"
             "<th>metrics.json test/</th><th>metrics.json init/</th></tr>" + "".join(rows) + "</table>")
@@ -294,20 +298,26 @@ def _metrics_table(predictions: Sequence[Prediction], logged: Mapping[str, float
 
 def _question_block(number: int, p: Prediction, passages: Mapping[str, Passage]) -> str:
     esc = html.escape
-    em = qa_metrics.exact_match(p.answer, p.gold)
-    f1, rouge = qa_metrics.f1_score(p.answer, p.gold), qa_metrics.rouge_l(p.answer, p.gold)
-    correct, hit = ("correct" if em else "wrong"), ("hit" if p.hit else "miss")
+    if p.answer is None:  # retrieval scored only
+        em = f1 = rouge = 0.0
+        correct, shown = "unanswered", "(not answered: outside eval.generation_questions)"
+    else:
+        em = qa_metrics.exact_match(p.answer, p.gold)
+        f1, rouge = qa_metrics.f1_score(p.answer, p.gold), qa_metrics.rouge_l(p.answer, p.gold)
+        correct, shown = ("correct" if em else "wrong"), p.answer
+    hit = "hit" if p.hit else "miss"
+    verdict = "" if p.answer is None else int(em)  # the "only wrong" filter hides all but "0"
     rank = "not retrieved" if p.gold_rank is None else f"rank {p.gold_rank}" + ("" if p.hit else " (not read)")
     items = [_passage_item(pid, score, _is_gold(p, i, passages), passages.get(pid))
              for i, (pid, score) in enumerate(zip(p.retrieved, p.scores))]
     golds = " ".join(f"<span class=\"gold-answer\">{esc(g)}</span>" for g in p.gold)
     return (f"<section class=\"q {correct} {hit}\" id=\"q{number}\" data-qid=\"{esc(p.qid)}\" "
-            f"data-correct=\"{int(em)}\" data-hit=\"{int(p.hit)}\" data-em=\"{em:.0f}\" data-f1=\"{f1:.4f}\">"
+            f"data-correct=\"{verdict}\" data-hit=\"{int(p.hit)}\" data-em=\"{em:.0f}\" data-f1=\"{f1:.4f}\">"
             f"<h3>{number}. <span class=\"question\">{esc(p.question)}</span></h3>"
             f"<div><span class=\"verdict {correct}\">{correct}</span> <span class=\"verdict {hit}\">{hit}</span> "
             f"EM {em:.0f} · F1 {f1:.2f} · ROUGE-L {rouge:.2f} · gold {rank} · <span class=\"pid\">"
             f"{esc(p.qid)}</span></div>"
-            f"<table class=\"answers\"><tr><th>predicted</th><td class=\"prediction\">{esc(p.answer)}</td></tr>"
+            f"<table class=\"answers\"><tr><th>predicted</th><td class=\"prediction\">{esc(shown)}</td></tr>"
             f"<tr><th>gold</th><td>{golds}</td></tr></table>"
             f"<ol class=\"passages\">{''.join(items)}</ol></section>")
 

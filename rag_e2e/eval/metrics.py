@@ -141,9 +141,33 @@ def mrr(ranks: Sequence[int | None], cutoff: int | None = None) -> float:
     return sum(hits) / len(ranks) if ranks else 0.0
 
 
-def metric_names(ks: Sequence[int] = (1, 5, 10)) -> list[str]:
-    """The keys `aggregate` returns for these cut-offs."""
-    return ["em", "f1", *(f"recall@{k}" for k in ks), "mrr"]
+def metric_names(ks: Sequence[int] = (1, 5, 10), answers: bool = True) -> list[str]:
+    """The keys `aggregate` returns for these cut-offs (`answers=False`: those of `retrieval_metrics` alone)."""
+    return [*(["em", "f1"] if answers else []), *(f"recall@{k}" for k in ks), "mrr"]
+
+
+def answer_metrics(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, float]:
+    """{"em", "f1"}: mean SQuAD exact match and F1, fractions in [0, 1] (0.0 for no questions).
+
+    Raises:
+        ValueError: the two sequences differ in length.
+    """
+    if len(predictions) != len(golds):
+        raise ValueError(f"lengths differ: {len(predictions)} predictions, {len(golds)} golds")
+    n = len(predictions)
+    return {"em": sum(exact_match(p, g) for p, g in zip(predictions, golds)) / n if n else 0.0,
+            "f1": sum(f1_score(p, g) for p, g in zip(predictions, golds)) / n if n else 0.0}
+
+
+def retrieval_metrics(ranks: Sequence[int | None], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """{"recall@{k}" for each k, "mrr"} from gold ranks (see `gold_rank`), fractions in [0, 1].
+
+    recall@k for k above the number of passages retrieved equals recall@(that number); it is computed anyway so a
+    metrics table always has the same keys.
+    """
+    metrics = {f"recall@{k}": recall_at_k(ranks, k) for k in ks}
+    metrics["mrr"] = mrr(ranks)
+    return metrics
 
 
 def aggregate(
@@ -152,10 +176,7 @@ def aggregate(
     ranks: Sequence[int | None],
     ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, float]:
-    """Corpus-level metrics, each a fraction in [0, 1].
-
-    recall@k for k above the number of passages retrieved equals recall@(that number); it is computed anyway so a
-    metrics table always has the same keys.
+    """Corpus-level metrics, each a fraction in [0, 1]: `answer_metrics` and `retrieval_metrics` together.
 
     Args:
         predictions: generated answers, one per question.
@@ -171,14 +192,7 @@ def aggregate(
     """
     if not len(predictions) == len(golds) == len(ranks):
         raise ValueError(f"lengths differ: {len(predictions)} predictions, {len(golds)} golds, {len(ranks)} ranks")
-    n = len(predictions)
-    metrics = {
-        "em": sum(exact_match(p, g) for p, g in zip(predictions, golds, strict=True)) / n if n else 0.0,
-        "f1": sum(f1_score(p, g) for p, g in zip(predictions, golds, strict=True)) / n if n else 0.0,
-    }
-    metrics.update({f"recall@{k}": recall_at_k(ranks, k) for k in ks})
-    metrics["mrr"] = mrr(ranks)
-    return metrics
+    return {**answer_metrics(predictions, golds), **retrieval_metrics(ranks, ks)}
 
 
 @functools.cache

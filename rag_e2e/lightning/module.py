@@ -6,11 +6,11 @@ import lightning as L
 import torch
 
 from rag_e2e.errors import ConfigError, TrainingDivergedError
-from rag_e2e.eval.metrics import aggregate, gold_rank
+from rag_e2e.eval.metrics import answer_metrics, gold_rank, retrieval_metrics
 from rag_e2e.lightning.datamodule import QABatch
 from rag_e2e.losses import OBJECTIVES, ObjectiveSettings, Terms
 from rag_e2e.models.generator import frozen_weight_names
-from rag_e2e.models.rag import RagModel, RagOutput
+from rag_e2e.models.rag import RagModel, RagOutput, Retrieved
 from rag_e2e.retrieval.distributed import all_gather_objects
 
 
@@ -51,6 +51,8 @@ class RagLitModule(L.LightningModule):
         eval_ks: recall@k cut-offs; max(eval_ks) passages are retrieved at evaluation, the top k are read.
         reader_base: the reader's pretrained weights (`generator.name_or_path`), named in every checkpoint; frozen
             reader weights are left out of checkpoints and loaded from there again.
+        answered: per evaluation ("val", "test"; "init" uses "test"'s), the question ids the reader answers (None:
+            all). Retrieval is scored on every question, EM/F1 on these only.
     """
 
     def __init__(self, rag: RagModel, *, lr: float = 1e-3, retriever_lr: float = 1e-4, weight_decay: float = 0.0,
@@ -60,7 +62,7 @@ class RagLitModule(L.LightningModule):
                  passage_ready_recall: float | None = None,
                  reader_loss_weight: float = 0.0, reader_warmup_steps: int = 0, reader_ready_nll: float | None = None,
                  eval_ks: tuple[int, ...] = (1, 5, 10), num_beams: int = 1, max_new_tokens: int = 16,
-                 reader_base: str | None = None):
+                 reader_base: str | None = None, answered: dict[str, frozenset[str] | None] | None = None):
         super().__init__()
         self.rag = rag
         self.lr, self.retriever_lr, self.weight_decay, self.warmup_steps = lr, retriever_lr, weight_decay, warmup_steps
@@ -79,6 +81,7 @@ class RagLitModule(L.LightningModule):
         self.rag_start_step: int | None = None  # first step with the RAG loss (saved in checkpoints)
         self._reader_nll_ema: float | None = None
         self.eval_ks, self.num_beams, self.max_new_tokens = tuple(eval_ks), num_beams, max_new_tokens
+        self.answered = answered or {}
         # Query-side only: the passage tower stays as it was when the index was built (shared towers train as one).
         rag.encoder.freeze(query=freeze_query_encoder, passage=not (train_passage_encoder or rag.encoder.shared))
         self.reader_base = reader_base
@@ -182,13 +185,20 @@ class RagLitModule(L.LightningModule):
                                    list(ex.answers)))
         return ranks
 
-    def _eval_step(self, batch: QABatch) -> None:
+    def _eval_step(self, batch: QABatch, answered: frozenset[str] | None) -> None:
         k_read = self.rag.k
         k_max = min(max(k_read, *self.eval_ks), self.rag.index.size)
         ret = self.rag.retrieve(batch.q_ids, batch.q_mask, k_max, fresh=False)  # what the index retrieves
         ranks = self._ranks(batch, ret.rows)
         top = self.rag.to_read(ret, batch.examples, k_read)
-        answers = self.rag.generate(batch.questions, top, self.num_beams, self.max_new_tokens)
+        todo = [i for i, ex in enumerate(batch.examples) if answered is None or ex.qid in answered]
+        answers: list[str | None] = [None] * len(batch.examples)  # None: not answered (retrieval scored only)
+        if todo:
+            some = Retrieved(rows=top.rows[todo], doc_scores=top.doc_scores[todo])
+            generated = self.rag.generate([batch.questions[i] for i in todo], some, self.num_beams,
+                                          self.max_new_tokens)
+            for i, answer in zip(todo, generated):
+                answers[i] = answer
         for ex, rank, answer, row, score in zip(batch.examples, ranks, answers, top.rows.tolist(),
                                                 top.doc_scores.tolist()):
             self._records.append({"qid": ex.qid, "question": ex.question, "answer": answer,
@@ -200,20 +210,23 @@ class RagLitModule(L.LightningModule):
         # Under DDP each rank evaluated a slice (padded by repeating questions): gather all, count each once.
         gathered, self._records = all_gather_objects(self._records), []
         recs = list({r["qid"]: r for r in gathered}.values())
-        metrics = aggregate([r["answer"] for r in recs], [r["gold"] for r in recs], [r["gold_rank"] for r in recs],
-                            ks=self.eval_ks)
+        metrics = retrieval_metrics([r["gold_rank"] for r in recs], ks=self.eval_ks)
+        said = [r for r in recs if r["answer"] is not None]
+        if said:  # EM/F1 over the answered questions only; `answered` says how many they are
+            metrics.update(answer_metrics([r["answer"] for r in said], [r["gold"] for r in said]))
+        metrics["answered"] = len(said)
         for name, value in metrics.items():
-            self.log(f"{prefix}/{name}", value, batch_size=max(len(recs), 1))
+            self.log(f"{prefix}/{name}", float(value), batch_size=max(len(recs), 1))
         return recs
 
     def validation_step(self, batch: QABatch, batch_idx: int) -> None:
-        self._eval_step(batch)
+        self._eval_step(batch, self.answered.get("val"))
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
 
     def test_step(self, batch: QABatch, batch_idx: int) -> None:
-        self._eval_step(batch)
+        self._eval_step(batch, self.answered.get("test"))
 
     def on_test_epoch_end(self) -> None:
         self.predictions = self._log_eval(self.test_prefix)

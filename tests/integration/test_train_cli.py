@@ -54,3 +54,23 @@ def test_bad_override_is_one_line_error(capsys):
     assert main(["train", "trainer.max_step=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("rag-e2e: error:") and "trainer.max_step" in err and "\n" not in err
+
+
+def test_generation_questions_answer_a_fixed_sample_and_retrieval_covers_all(tmp_path, capsys):
+    from rag_e2e.eval.metrics import answer_metrics, retrieval_metrics
+
+    args = [*TINY, f"output_dir={tmp_path}", "name=sampled", "trainer.max_steps=4", "trainer.val_check_interval=2",
+            "eval.generation_questions=7", "eval.val_generation_questions=0", "logger.csv=true"]
+    assert main(["train", *args]) == 0
+    run_dir = _run_dir(capsys.readouterr().out)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    preds = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    said = [p for p in preds if p["answer"] is not None]
+    assert len(preds) == 40 - 40 // 3 and len(said) == 7 and metrics["test/answered"] == 7
+    assert metrics["test/em"] == answer_metrics([p["answer"] for p in said], [p["gold"] for p in said])["em"]
+    assert metrics["test/recall@5"] == retrieval_metrics([p["gold_rank"] for p in preds], (5,))["recall@5"]
+    init = [json.loads(line) for line in (run_dir / "predictions_init.jsonl").read_text().splitlines()]
+    assert {p["qid"] for p in init if p["answer"] is not None} == {p["qid"] for p in said}  # the same sample
+    assert written_metrics(load_run_config(run_dir / "config.yaml", [])) <= metrics.keys()
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val/recall@5" in header and "val/em" not in header  # validation scored retrieval only
