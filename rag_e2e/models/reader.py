@@ -10,6 +10,7 @@ output is aligned with them: position t is the reader's prediction of ``labels[:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from rag_e2e.models.reader_cache import ReaderStore, decode_ll, encode_ll
 from rag_e2e.retrieval.encoders import eval_mode
 
 IGNORE = -100
@@ -129,16 +131,18 @@ class MemoizedReader:
     """A frozen reader whose outputs are cached: its answer log-likelihood for a (passage, question, answer) never
     changes, so after the first pass retriever training and decoding only pay for pairs they have not seen.
 
-    Runs the wrapped reader without dropout and without gradient; a trainable reader must not be wrapped.
+    Outputs are kept in memory, and with a `store` also on disk, shared by every run and process that reads with the
+    same reader (rag_e2e/models/reader_cache.py). Runs the wrapped reader without dropout and without gradient; a
+    trainable reader must not be wrapped.
     """
 
-    def __init__(self, reader: Reader):
-        self.inner = reader
+    def __init__(self, reader: Reader, store: ReaderStore | None = None):
+        self.inner, self.store = reader, store
         self.model, self.tokenizer = reader.model, reader.tokenizer
         self.stop_ids, self.pad_id = reader.stop_ids, reader.pad_id
         self._ll: dict[tuple, torch.Tensor] = {}
-        self._answers: dict[tuple, str] = {}
-        self.hits = self.misses = 0
+        self._answers: dict[tuple, list[str]] = {}
+        self.hits = self.misses = 0  # rows found (in memory or on disk) / computed, scoring and generation
 
     def answer_labels(self, answers: Sequence[str], max_length: int) -> torch.Tensor:
         return self.inner.answer_labels(answers, max_length)
@@ -147,20 +151,36 @@ class MemoizedReader:
         with torch.no_grad(), eval_mode(self.model):
             return self.inner.answer_logits(pairs, labels, max_source_length)
 
+    def _lookup(self, table: str, keys: list[tuple], memo: dict, decode) -> list[int]:
+        """Fill `memo` from the store for keys it lacks; the indices of the first occurrence of each key still
+        missing (to compute)."""
+        todo = _unseen(keys, memo)
+        if todo and self.store is not None:
+            names = {self.store.key(keys[i]): keys[i] for i in todo}
+            for name, blob in self.store.get(table, list(names)).items():
+                memo[names[name]] = decode(blob)
+            todo = _unseen(keys, memo)
+        self.hits += len(keys) - len(todo)  # a row repeated within the call counts as a hit
+        self.misses += len(todo)
+        return todo
+
+    def _save(self, table: str, keys: list[tuple], encode) -> None:
+        if self.store is not None:
+            self.store.put(table, {self.store.key(key): encode(key) for key in keys})
+
     def answer_token_ll(self, pairs: Pairs, labels: torch.Tensor, max_source_length: int) -> torch.Tensor:
         """As `answer_token_ll(reader, ...)`, computing only the rows not seen before."""
         keys = [(pairs.titles[i], pairs.texts[i], pairs.questions[i], max_source_length,
                  tuple(labels[i][labels[i] != IGNORE].tolist())) for i in range(len(pairs))]
-        todo = _unseen(keys, self._ll)
-        self.hits += len(keys) - len(todo)
-        self.misses += len(todo)
+        todo = self._lookup("ll", keys, self._ll, decode_ll)
         if todo:
             sub = labels[todo]
             sub = sub[:, : int(sub.ne(IGNORE).sum(1).max())]
             with torch.no_grad(), eval_mode(self.model):
                 fresh = answer_token_ll(self.inner, pairs.select(todo), sub, max_source_length).cpu()
             for j, i in enumerate(todo):
-                self._ll[keys[i]] = fresh[j, : len(keys[i][-1])]
+                self._ll[keys[i]] = fresh[j, : len(keys[i][-1])].float()
+            self._save("ll", [keys[i] for i in todo], lambda key: encode_ll(self._ll[key]))
         out = torch.zeros(labels.shape, dtype=torch.float32)
         for i, key in enumerate(keys):
             out[i, : len(key[-1])] = self._ll[key]
@@ -170,13 +190,14 @@ class MemoizedReader:
                  max_new_tokens: int = 16, num_return: int = 1) -> list[str]:
         keys = [(pairs.titles[i], pairs.texts[i], pairs.questions[i], max_source_length, num_beams, max_new_tokens,
                  num_return) for i in range(len(pairs))]
-        todo = _unseen(keys, self._answers)
+        todo = self._lookup("gen", keys, self._answers, lambda blob: json.loads(blob))
         if todo:
             with torch.no_grad(), eval_mode(self.model):
                 fresh = self.inner.generate(pairs.select(todo), max_source_length, num_beams=num_beams,
                                             max_new_tokens=max_new_tokens, num_return=num_return)
             for j, i in enumerate(todo):
                 self._answers[keys[i]] = fresh[j * num_return : (j + 1) * num_return]
+            self._save("gen", [keys[i] for i in todo], lambda key: json.dumps(self._answers[key]).encode())
         return [answer for key in keys for answer in self._answers[key]]
 
     def start_decoding(self, pairs: Pairs, max_source_length: int) -> StepDecoder:
