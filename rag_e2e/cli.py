@@ -17,8 +17,11 @@ USAGE = """usage: rag-e2e <command> [args]
   eval <checkpoint> [overrides...]     evaluate a checkpoint (config from its run directory)
   config [overrides...]                print the resolved config and exit
   report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B] [metrics=K,K] [readme=README.md]
+         [baseline=LABEL] [paired=recall@5,em,f1]
                                        Markdown + LaTeX tables (mean ± std over seeds) and PNG plots; with
-                                       readme=, the table replaces the README's <!-- results --> block
+                                       readme=, the table replaces the README's <!-- results --> block; with
+                                       baseline=, each system minus it per question (seeds pooled), with paired
+                                       bootstrap 95% CIs
   report --html <run dirs...> [out=DIR] [label=KEY,KEY]
                                        instead: one static page per run (metrics, plots, every test question
                                        with its passages); into each run dir as report.html, or out=DIR/<label>.html
@@ -70,9 +73,11 @@ def cmd_config(args: list[str]) -> int:
 
 def cmd_report(args: list[str]) -> int:
     from rag_e2e.errors import ConfigError
+    from rag_e2e.eval.paired import DEFAULT_PAIRED
     from rag_e2e.eval.report import DEFAULT_METRICS, collect_runs, update_readme, write_report
 
-    options = {"out": "report", "title": "Results", "label": "name", "order": "", "readme": "", "metrics": ""}
+    options = {"out": "report", "title": "Results", "label": "name", "order": "", "readme": "", "metrics": "",
+               "baseline": "", "paired": ""}
     html, given = "--html" in args, set()
     paths = []
     for arg in (a for a in args if a != "--html"):
@@ -94,7 +99,9 @@ def cmd_report(args: list[str]) -> int:
         return _report_pages(runs, Path(options["out"]) if "out" in given else None)
     order = [o for o in options["order"].split(",") if o] or None
     metrics = [m for m in options["metrics"].split(",") if m] or list(DEFAULT_METRICS)
-    written = write_report(runs, Path(options["out"]), title=options["title"], order=order, metrics=metrics)
+    paired = [m for m in options["paired"].split(",") if m] or list(DEFAULT_PAIRED)
+    written = write_report(runs, Path(options["out"]), title=options["title"], order=order, metrics=metrics,
+                           baseline=options["baseline"] or None, paired=paired)
     for path in written.values():
         print(f"wrote {path}")
     if options["readme"]:

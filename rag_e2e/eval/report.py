@@ -23,6 +23,7 @@ import yaml
 
 from rag_e2e import atomic
 from rag_e2e.errors import DataFormatError, RagE2EError
+from rag_e2e.eval.paired import DEFAULT_PAIRED, PairedDiff, paired_difference, per_question, read_records
 
 DEFAULT_METRICS = ("test/em", "test/f1", "test/recall@1", "test/recall@5", "test/recall@10")
 CURVE_METRICS = ("val/em", "val/recall@5")
@@ -272,8 +273,31 @@ def _summary_row(label: str, runs: list[RunResult], metrics: Sequence[str]) -> S
 # ---------------------------------------------------------------------------------------------------- writing
 
 
+def compare_to_baseline(groups: dict[str, list[RunResult]], baseline: str, metrics: Sequence[str],
+                        resamples: int = 10_000) -> list[PairedDiff]:
+    """Every other system against `baseline`, question by question (seeds pooled), with bootstrap 95% CIs.
+
+    Raises:
+        RagE2EError: no system has the label `baseline`.
+    """
+    if baseline not in groups:
+        raise RagE2EError(f"report: baseline `{baseline}` is not a label of the runs ({', '.join(groups)})")
+    records = {label: [read_records(run.path) for run in runs] for label, runs in groups.items()}
+    diffs = []
+    for metric in metrics:
+        base = per_question(records[baseline], metric)
+        for label in groups:
+            if label != baseline:
+                diff = paired_difference(per_question(records[label], metric), base, system_label=label,
+                                         baseline_label=baseline, metric=metric, resamples=resamples)
+                if diff is not None:
+                    diffs.append(diff)
+    return diffs
+
+
 def write_report(runs: Sequence[RunResult], out_dir: Path, *, title: str, order: Sequence[str] | None = None,
-                 metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, Path]:
+                 metrics: Sequence[str] = DEFAULT_METRICS, baseline: str | None = None,
+                 paired: Sequence[str] = DEFAULT_PAIRED) -> dict[str, Path]:
     """Write results.md, results.tex, results.json, recall_at_k.png and curves.png into `out_dir`.
 
     Every file is rendered to a temporary file first and moved into place only once all of them rendered, so a
@@ -285,6 +309,9 @@ def write_report(runs: Sequence[RunResult], out_dir: Path, *, title: str, order:
         title: heading of the Markdown table and of the plots.
         order: label order, as in `summarize`.
         metrics: table columns; values are shown as percentages (x100).
+        baseline: a label; every other system is compared with it question by question (`paired` metrics, seeds
+            pooled, bootstrap 95% CIs from each run's predictions.jsonl), in a second table.
+        paired: per-question metrics of that comparison (recall@K, mrr, em, f1).
 
     Returns:
         File name -> path written, e.g. {"results.md": out_dir / "results.md", ...}.
@@ -293,10 +320,13 @@ def write_report(runs: Sequence[RunResult], out_dir: Path, *, title: str, order:
         raise RagE2EError("report: no runs to report")
     rows = summarize(runs, metrics, order)
     groups = _group(runs, order)
+    diffs = compare_to_baseline(groups, baseline, paired) if baseline else []
+    summary = {"systems": [asdict(row) for row in rows],
+               "paired": [{**asdict(d), "excludes_zero": d.excludes_zero} for d in diffs]}
     renderers: dict[str, Callable[[Path], None]] = {
-        "results.md": _text_writer(_markdown(rows, runs, title, metrics)),
+        "results.md": _text_writer(_markdown(rows, runs, title, metrics) + _paired_markdown(diffs, paired)),
         "results.tex": _text_writer(_latex(rows, runs, title, metrics)),
-        "results.json": _text_writer(json.dumps([asdict(row) for row in rows], indent=2) + "\n"),
+        "results.json": _text_writer(json.dumps(summary, indent=2) + "\n"),
         "recall_at_k.png": lambda tmp: _plot_recall_at_k(groups, title, tmp),
         "curves.png": lambda tmp: _plot_curves(groups, title, tmp),
     }
@@ -350,6 +380,30 @@ def _markdown(rows: list[SummaryRow], runs: Sequence[RunResult], title: str, met
         lines.append("| " + " | ".join(cells) + " |")
     note = "Test-set percentages, mean ± sample std over seeds where there are several."
     return "\n".join([*lines, "", note, *_footer(rows, runs)]) + "\n"
+
+
+def _paired_markdown(diffs: Sequence[PairedDiff], metrics: Sequence[str]) -> str:
+    """System minus baseline per metric: mean difference in points with its 95% CI, and questions won/lost."""
+    if not diffs:
+        return ""
+    baseline = diffs[0].baseline
+    by_system: dict[str, dict[str, PairedDiff]] = defaultdict(dict)
+    for d in diffs:
+        by_system[d.system][d.metric] = d
+    header = ["system", *(f"Δ {_column_name('test/' + m)}" for m in metrics)]
+    lines = ["", f"## Paired against {baseline}", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["--:"] * len(metrics)) + "|"]
+    for system, cells in by_system.items():
+        row = [system.replace("|", r"\|")]
+        for m in metrics:
+            d = cells.get(m)
+            row.append("–" if d is None else f"{100 * d.mean:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
+                       f"{' *' if d.excludes_zero else ''} ({d.wins}↑ {d.losses}↓ of {d.n_questions})")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Points (percent), system minus baseline, per question with each system's seeds averaged; "
+              "[95% paired bootstrap CI, 10,000 resamples of the questions]; * the CI excludes 0; ↑/↓ questions "
+              "scored higher/lower. EM/F1 on the questions both answered."]
+    return "\n".join(lines) + "\n"
 
 
 def _latex_escape(text: str) -> str:

@@ -78,7 +78,7 @@ def test_label_from_several_config_keys(runs_root):
 def test_summary_matches_numpy(runs_root, tmp_path):
     runs = collect_runs([runs_root])
     paths = write_report(runs, tmp_path / "out", title="t", order=["sys_a", "sys_b"])
-    rows = json.loads(paths["results.json"].read_text())
+    rows = json.loads(paths["results.json"].read_text())["systems"]
     assert [row["label"] for row in rows] == ["sys_a", "sys_b"]
     for row in rows:
         group = [r for r in runs if r.label == row["label"]]
