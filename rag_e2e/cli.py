@@ -17,9 +17,10 @@ USAGE = """usage: rag-e2e <command> [args]
   eval <checkpoint> [overrides...]     evaluate a checkpoint (config from its run directory)
   config [overrides...]                print the resolved config and exit
   report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B] [metrics=K,K] [readme=README.md]
-         [baseline=LABEL] [paired=recall@5,em,f1]
+         [baseline=LABEL] [paired=recall@5,em,f1] [block=NAME]
                                        Markdown + LaTeX tables (mean ± std over seeds) and PNG plots; with
-                                       readme=, the table replaces the README's <!-- results --> block; with
+                                       readme=, the table replaces the README's <!-- results --> block (block=:
+                                       <!-- results:NAME:start/end -->); with
                                        baseline=, each system minus it per question (seeds pooled), with paired
                                        bootstrap 95% CIs
   report --html <run dirs...> [out=DIR] [label=KEY,KEY]
@@ -77,7 +78,7 @@ def cmd_report(args: list[str]) -> int:
     from rag_e2e.eval.report import DEFAULT_METRICS, collect_runs, update_readme, write_report
 
     options = {"out": "report", "title": "Results", "label": "name", "order": "", "readme": "", "metrics": "",
-               "baseline": "", "paired": ""}
+               "baseline": "", "paired": "", "block": ""}
     html, given = "--html" in args, set()
     paths = []
     for arg in (a for a in args if a != "--html"):
@@ -105,7 +106,7 @@ def cmd_report(args: list[str]) -> int:
     for path in written.values():
         print(f"wrote {path}")
     if options["readme"]:
-        update_readme(Path(options["readme"]), written["results.md"], Path(options["out"]))
+        update_readme(Path(options["readme"]), written["results.md"], Path(options["out"]), block=options["block"])
         print(f"updated {options['readme']}")
     return 0
 

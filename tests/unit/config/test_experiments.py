@@ -120,3 +120,20 @@ def test_experiment_that_does_not_exist_is_one_error_naming_it():
     with pytest.raises(ConfigError, match=r"no config `experiment=squad/nope` \(available: ") as err:
         compose(["experiment=squad/nope"])
     assert "\n" not in str(err.value)
+
+
+def test_covidqa_table_shares_one_setting_and_differs_only_where_its_systems_do():
+    systems = {p.stem: compose([f"experiment={_name(p)}"])
+               for p in sorted((REPO / "experiments" / "covidqa").glob("*.yaml")) if p.stem != "setting"}
+    assert set(systems) == {"closed_book", "fixed_retriever", "rag_original", "rag_end2end", "gold_passage"}
+    for cfg in systems.values():
+        assert cfg.data.source == "squad" and cfg.data.chunk_words == 100 and cfg.data.split_unit == "questions"
+        assert cfg.generator.name_or_path == "gemma3_270m" and not cfg.generator.train
+        assert cfg.generator.cache_outputs and cfg.generator.dtype == "auto"
+        assert (cfg.eval.generation_questions, cfg.eval.val_generation_questions) == (200, 0)
+    assert systems["closed_book"].retriever.closed_book and systems["gold_passage"].retriever.read_gold
+    assert systems["fixed_retriever"].retriever.query_frozen and systems["fixed_retriever"].trainer.max_steps == 0
+    original, end2end = systems["rag_original"], systems["rag_end2end"]
+    assert not original.retriever.train_passage_encoder and original.refresh.mode == "off"
+    assert end2end.retriever.train_passage_encoder and end2end.refresh.mode == "sync"
+    assert (original.retriever.k, original.trainer.max_steps) == (end2end.retriever.k, end2end.trainer.max_steps)

@@ -191,6 +191,12 @@ def test_update_readme_replaces_only_the_results_block(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(RagE2EError, match="results:start"):
         update_readme(readme, out / "results.md", out)
+    # A named block is a second table; the default block is left alone.
+    readme.write_text(f"{README_START}\nfirst\n{README_END}\n<!-- results:covidqa:start -->\nold\n"
+                      "<!-- results:covidqa:end -->\n")
+    update_readme(readme, out / "results.md", out, block="covidqa")
+    text = readme.read_text()
+    assert "first" in text and "old" not in text and text.count("| a | 1.0 |") == 1
 
 
 def test_report_command_picks_the_columns(runs_root, tmp_path):
