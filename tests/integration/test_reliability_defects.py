@@ -96,7 +96,7 @@ def test_evaluation_retrieves_what_the_index_retrieves_not_a_rerank_by_the_live_
         for p in rag.encoder.passage_model.parameters():
             p.add_(torch.randn_like(p) * p.std().clamp_min(1e-3))
     batch = parts.datamodule.collator(parts.datamodule.dev[:16])
-    parts.module._eval_step(batch)
+    parts.module._eval_step(batch, answered=None)  # None: every question answered
     with torch.no_grad():
         scores, rows = index.search(rag.encoder.encode_query(batch.q_ids, batch.q_mask), 5)
     got = [rec["retrieved"] for rec in parts.module._records]
