@@ -4,8 +4,8 @@ split (skipped without the shared file)."""
 import json
 
 import pytest
-
 from helpers import SHARED_DATA
+
 from rag_e2e.compose import compose
 from rag_e2e.data.chunked import load_squad_chunked
 from rag_e2e.data.qa import split_by_group

@@ -21,7 +21,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def _rows():
-    pairs = Pairs(["T", "U", "T"], ["alpha beta gamma", "delta epsilon", "alpha beta gamma"], ["q one", "q two", "q one"])
+    titles, texts = ["T", "U", "T"], ["alpha beta gamma", "delta epsilon", "alpha beta gamma"]
+    pairs = Pairs(titles, texts, ["q one", "q two", "q one"])
     return pairs, ["beta", "epsilon zeta", "gamma"]
 
 
