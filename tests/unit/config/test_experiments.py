@@ -136,4 +136,5 @@ def test_covidqa_table_shares_one_setting_and_differs_only_where_its_systems_do(
     original, end2end = systems["rag_original"], systems["rag_end2end"]
     assert not original.retriever.train_passage_encoder and original.refresh.mode == "off"
     assert end2end.retriever.train_passage_encoder and end2end.refresh.mode == "sync"
-    assert (original.retriever.k, original.trainer.max_steps) == (end2end.retriever.k, end2end.trainer.max_steps)
+    assert original.retriever.k == end2end.retriever.k  # steps differ: each system's were chosen on dev
+    assert (original.trainer.max_steps, end2end.trainer.max_steps) == (50, 150)
