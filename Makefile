@@ -59,7 +59,7 @@ covidqa: install readers
 		output_dir=$(RESULTS_DIR)/covidqa $(COVIDQA_ARGS); \
 	$(VENV)/bin/rag-e2e report $(RESULTS_DIR)/covidqa/sweeps/covidqa_systems out=$(RESULTS_DIR)/covidqa \
 		title="COVID-QA (public half): domain adaptation with a frozen Gemma-3-270m reader (CPU)" \
-		baseline=covidqa_fixed_retriever readme=README.md block=covidqa \
+		baseline=covidqa_fixed_retriever,covidqa_rag_original readme=README.md block=covidqa \
 		metrics=test/recall@1,test/recall@5,test/recall@20,test/mrr,test/em,test/f1 \
 		order=covidqa_closed_book,covidqa_fixed_retriever,covidqa_rag_original,covidqa_rag_end2end,covidqa_gold_passage
 

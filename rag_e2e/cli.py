@@ -17,12 +17,12 @@ USAGE = """usage: rag-e2e <command> [args]
   eval <checkpoint> [overrides...]     evaluate a checkpoint (config from its run directory)
   config [overrides...]                print the resolved config and exit
   report <run dirs...> [out=DIR] [title=TEXT] [label=KEY,KEY] [order=A,B] [metrics=K,K] [readme=README.md]
-         [baseline=LABEL] [paired=recall@5,em,f1] [block=NAME]
+         [baseline=LABEL[,LABEL]] [paired=recall@5,em,f1] [block=NAME]
                                        Markdown + LaTeX tables (mean ± std over seeds) and PNG plots; with
                                        readme=, the table replaces the README's <!-- results --> block (block=:
                                        <!-- results:NAME:start/end -->); with
                                        baseline=, each system minus it per question (seeds pooled), with paired
-                                       bootstrap 95% CIs
+                                       bootstrap 95% CIs (one table per baseline)
   report --html <run dirs...> [out=DIR] [label=KEY,KEY]
                                        instead: one static page per run (metrics, plots, every test question
                                        with its passages); into each run dir as report.html, or out=DIR/<label>.html
@@ -102,7 +102,7 @@ def cmd_report(args: list[str]) -> int:
     metrics = [m for m in options["metrics"].split(",") if m] or list(DEFAULT_METRICS)
     paired = [m for m in options["paired"].split(",") if m] or list(DEFAULT_PAIRED)
     written = write_report(runs, Path(options["out"]), title=options["title"], order=order, metrics=metrics,
-                           baseline=options["baseline"] or None, paired=paired)
+                           baseline=[b for b in options["baseline"].split(",") if b], paired=paired)
     for path in written.values():
         print(f"wrote {path}")
     if options["readme"]:

@@ -296,7 +296,7 @@ def compare_to_baseline(groups: dict[str, list[RunResult]], baseline: str, metri
 
 
 def write_report(runs: Sequence[RunResult], out_dir: Path, *, title: str, order: Sequence[str] | None = None,
-                 metrics: Sequence[str] = DEFAULT_METRICS, baseline: str | None = None,
+                 metrics: Sequence[str] = DEFAULT_METRICS, baseline: str | Sequence[str] | None = None,
                  paired: Sequence[str] = DEFAULT_PAIRED) -> dict[str, Path]:
     """Write results.md, results.tex, results.json, recall_at_k.png and curves.png into `out_dir`.
 
@@ -309,8 +309,8 @@ def write_report(runs: Sequence[RunResult], out_dir: Path, *, title: str, order:
         title: heading of the Markdown table and of the plots.
         order: label order, as in `summarize`.
         metrics: table columns; values are shown as percentages (x100).
-        baseline: a label; every other system is compared with it question by question (`paired` metrics, seeds
-            pooled, bootstrap 95% CIs from each run's predictions.jsonl), in a second table.
+        baseline: a label, or several; every other system is compared with each question by question (`paired`
+            metrics, seeds pooled, bootstrap 95% CIs from each run's predictions.jsonl), one table per baseline.
         paired: per-question metrics of that comparison (recall@K, mrr, em, f1).
 
     Returns:
@@ -320,7 +320,8 @@ def write_report(runs: Sequence[RunResult], out_dir: Path, *, title: str, order:
         raise RagE2EError("report: no runs to report")
     rows = summarize(runs, metrics, order)
     groups = _group(runs, order)
-    diffs = compare_to_baseline(groups, baseline, paired) if baseline else []
+    baselines = [baseline] if isinstance(baseline, str) else list(baseline or [])
+    diffs = [d for base in baselines for d in compare_to_baseline(groups, base, paired)]
     summary = {"systems": [asdict(row) for row in rows],
                "paired": [{**asdict(d), "excludes_zero": d.excludes_zero} for d in diffs]}
     renderers: dict[str, Callable[[Path], None]] = {
@@ -383,9 +384,13 @@ def _markdown(rows: list[SummaryRow], runs: Sequence[RunResult], title: str, met
 
 
 def _paired_markdown(diffs: Sequence[PairedDiff], metrics: Sequence[str]) -> str:
-    """System minus baseline per metric: mean difference in points with its 95% CI, and questions won/lost."""
-    if not diffs:
-        return ""
+    """One table per baseline: system minus baseline per metric, the mean difference in points with its 95% CI,
+    and questions won/lost."""
+    baselines = list(dict.fromkeys(d.baseline for d in diffs))
+    return "".join(_paired_table([d for d in diffs if d.baseline == b], metrics) for b in baselines)
+
+
+def _paired_table(diffs: Sequence[PairedDiff], metrics: Sequence[str]) -> str:
     baseline = diffs[0].baseline
     by_system: dict[str, dict[str, PairedDiff]] = defaultdict(dict)
     for d in diffs:
