@@ -1,15 +1,13 @@
-"""CPU helpers for `topk_scores`: where FAISS's exhaustive search beats the chunked torch path, and widening.
+"""CPU helpers for `topk_scores`: FAISS's exhaustive search, widening 16-bit passages, the bf16-matmul test.
 
-Measured with `python -m rag_e2e.kernels.bench` (AMD EPYC Zen 4, 2 threads, 100k x 768, B in {1, 16, 256}): this
-torch wheel's BLAS is MKL, which runs the float32 (B, d) x (d, c) products of exact search at ~0.65x the speed of the
-OpenBLAS inside faiss-cpu, and `faiss.knn` blocks that product and keeps per-query heaps: from 20 queries (where
-FAISS itself switches to BLAS) FAISS is faster, and `topk_scores` calls it and applies its own tie rule. Below 20,
-FAISS scans D once per query: for one float32 query that scan is still faster than MKL's, for 16 queries the
-chunked torch product (one pass over D) is ~0.6x FAISS's time. 16-bit passages must be widened to float32 first; with
-few queries the torch path, which widens cache-sized chunks and scores them while still in cache, is faster. bfloat16
-passages skip the widening where oneDNN multiplies bf16 (`topk._bf16_filtered_keys`), and beat FAISS at every B.
+Which CPU path runs is measured per machine (`_autotune`); what makes them differ: FAISS blocks the float32 (B, d) x
+(d, c) product with the OpenBLAS it ships and keeps per-query heaps, while the chunked torch path uses torch's BLAS
+(MKL in this wheel: on an AMD EPYC ~0.65x OpenBLAS's speed, on an Intel Xeon with AMX faster than FAISS). 16-bit
+passages must be widened to float32 for FAISS; the torch path widens cache-sized chunks and scores them while still
+in cache, or, for bfloat16 where oneDNN multiplies it, filters candidates with a bf16 product
+(`topk._bf16_filtered_keys`).
 numpy's matmul (OpenBLAS too) is as fast as FAISS's, but its worker threads busy-wait after each call and, measured,
-slowed the next FAISS or torch call 2-3x on 2 cores, which a training loop would pay; so it is not used.
+slowed the next FAISS or torch call 2-3x on 2 cores, which a training loop would pay; so it is not a candidate.
 """
 
 from __future__ import annotations
@@ -22,20 +20,11 @@ try:
 except ImportError:  # the "faiss" backend is then unavailable; "auto" uses the chunked path
     faiss = None
 
-FAISS_MIN_QUERIES = 20  # FAISS from this many queries (where FAISS itself switches to BLAS), and for 1 float32 query
 FAISS_BLOCK_ROWS = 16_384  # 16-bit passages are widened to float32 this many rows at a time (memory O(block * d))
 
 
 def faiss_available() -> bool:
     return faiss is not None
-
-
-def faiss_prefers(dtype: torch.dtype, n_queries: int) -> bool:
-    """Whether "auto" on CPU should search (B = n_queries) passages of `dtype` with FAISS (never bfloat16 where
-    the bf16 matmul filter runs: measured 0.2-0.9x FAISS's time on float32 copies, at every B)."""
-    if faiss is None or (dtype == torch.bfloat16 and bf16_matmul_supported()):
-        return False
-    return n_queries >= FAISS_MIN_QUERIES or (dtype == torch.float32 and n_queries == 1)
 
 
 def bf16_matmul_supported() -> bool:

@@ -5,9 +5,11 @@
 On CUDA: d=768, N in {1M, 4M, 16M}, B in {1, 16, 64, 256, 1024}, k in {10, 100}; GB/s counts one read of D and is
 also given as a fraction of the measured device-to-device copy bandwidth (read + write bytes per second).
 Without CUDA: N in {100k, 1M} (--quick: 100k), B in {1, 16, 256}, k in {10, 100}, float32 and bfloat16 storage:
-`topk_scores` as dispatched (auto), its chunked torch path, and faiss-cpu IndexFlatIP over the float32 vectors (the
-bar: `vs faiss` is our time over FAISS's). Methods are timed alternately, in rotating order, within each repeat, so a
-change in background load hits all of them; each time is a median.
+`topk_scores` as dispatched (auto: the backend the tuner measured fastest here, named in the `chosen` column), each
+other exact CPU backend forced (what a choice carried over from another machine would cost), `torch.topk(Q @ D.T)`
+as a user writes it, and faiss-cpu IndexFlatIP over the float32 vectors. `vs best` is our time over the faster of
+the last two. Methods are timed alternately, in rotating order, within each repeat, so a change in background load
+hits all of them; each time is a median.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from pathlib import Path
 import torch
 
 from rag_e2e import atomic
+from rag_e2e.tuning import host_string
 
+from . import _autotune
+from . import topk as topk_mod
 from .topk import topk_scores
 
 try:
@@ -99,9 +104,11 @@ def _methods(device: torch.device, docs: torch.Tensor) -> dict[str, Callable[[to
     if device.type == "cuda":
         methods["triton"] = lambda q, k: topk_scores(q, docs, k, backend="triton")
         methods["torch_topk"] = lambda q, k: _torch_topk(q, docs, k)
-    else:  # torch.topk(Q @ D.T) is the chunked path minus the tie rule on CPU: not worth its minutes at 1M
+    else:
         methods["topk_scores"] = lambda q, k: topk_scores(q, docs, k)
-        methods["torch_chunked"] = lambda q, k: topk_scores(q, docs, k, backend="torch")
+        methods["torch_topk"] = lambda q, k: _torch_topk(q, docs, k)
+        for name in _autotune.available(docs[:1], docs[:1]):
+            methods[f"forced_{name}"] = lambda q, k, name=name: topk_scores(q, docs, k, backend=name)
     faiss_search = _faiss_search(device, docs)
     if faiss_search is not None:
         methods["faiss_flat_gpu" if device.type == "cuda" else "faiss_flat_cpu"] = faiss_search
@@ -154,19 +161,25 @@ def run(args: argparse.Namespace) -> dict:
                 queries = torch.randn(n_queries, args.dim, device=device).to(docs.dtype)
                 for k in k_values:
                     where = f"N={n_docs} {dtype_name} B={n_queries} k={k}"
+                    # On CPU the tuner's choice for this cell (its probe runs here, not inside a timed call); forcing
+                    # that backend again would time the same path twice.
+                    chosen = _autotune.choose(queries, docs, k, topk_mod._search) if device.type == "cpu" else None
                     runnable = {name: (lambda s=search: s(queries, k)) for name, search in methods.items()  # noqa: B023
-                                if _usable(search, queries, k, name, where)}
+                                if name != f"forced_{chosen}" and _usable(search, queries, k, name, where)}
                     timed = _time_alternately(runnable, device, args.warmup, args.repeats)
                     faiss_ms = next((ms for name, ms in timed.items() if name.startswith("faiss")), None)
+                    bar = [ms for name, ms in timed.items() if name.startswith("faiss") or name == "torch_topk"]
                     for name, ms in timed.items():
                         gbs = doc_bytes / ms / 1e6
                         # 4 significant digits, not 3 decimals: a µs-scale time keeps its precision (and its ratio)
                         rows.append(dict(N=n_docs, dtype=dtype_name, B=n_queries, k=k, method=name,
-                                         ms=float(f"{ms:.4g}"),
+                                         ms=float(f"{ms:.4g}"), chosen=chosen,
+                                         vs_best=round(ms / min(bar), 3) if bar else None,
                                          gbs=round(gbs, 1), frac_copy=round(gbs / copy_gbs, 3) if copy_gbs else None,
                                          vs_faiss=round(ms / faiss_ms, 3) if faiss_ms else None))  # fmt: skip
             del docs, methods  # free D before allocating the next one
     return dict(device=torch.cuda.get_device_name() if device.type == "cuda" else _cpu_name(), dtypes=dtypes,
+                host=host_string(),
                 dim=args.dim, threads=torch.get_num_threads(), copy_gbs=copy_gbs, repeats=args.repeats,
                 rows=rows)  # fmt: skip
 
@@ -181,32 +194,48 @@ def _cpu_name() -> str:
     return "cpu"
 
 
+def _ratio(x: float | None) -> str:
+    return f"{x:>8.2f}" if x is not None else f"{'':>8}"
+
+
 def _print_table(result: dict) -> None:
     print(f"device={result['device']} d={result['dim']} threads={result['threads']}"
           + (f" copy={result['copy_gbs']:.0f} GB/s (read+write)" if result["copy_gbs"] else ""))  # fmt: skip
-    header = f"{'N':>10} {'dtype':<9} {'B':>5} {'k':>4} {'method':<16} {'ms':>10} {'GB/s':>8} {'vs faiss':>8}"
+    header = (f"{'N':>10} {'dtype':<9} {'B':>5} {'k':>4} {'method':<18} {'chosen':<11} {'ms':>10} {'GB/s':>8} "
+              f"{'vs faiss':>8} {'vs best':>8}")
     print(header + (f" {'copy%':>6}" if result["copy_gbs"] else ""))
     for r in result["rows"]:
-        ratio = f"{r['vs_faiss']:>8.2f}" if r["vs_faiss"] is not None else f"{'':>8}"
-        line = (f"{r['N']:>10} {r['dtype']:<9} {r['B']:>5} {r['k']:>4} {r['method']:<16} {r['ms']:>10.2f} "
-                f"{r['gbs']:>8.1f} {ratio}")
+        line = (f"{r['N']:>10} {r['dtype']:<9} {r['B']:>5} {r['k']:>4} {r['method']:<18} {r.get('chosen') or '':<11} "
+                f"{r['ms']:>10.2f} {r['gbs']:>8.1f} {_ratio(r['vs_faiss'])} {_ratio(r.get('vs_best'))}")
         print(line + (f" {100 * r['frac_copy']:>5.0f}%" if r["frac_copy"] is not None else ""))
 
 
 def summary_markdown(results: list[dict]) -> str:
-    """One row per (N, dtype, B, k): `topk_scores` (auto) and FAISS ms, and their ratio; a cell measured in a later
-    file replaces the earlier file's (e.g. a rerun of one dtype after a change)."""
+    """One row per (N, dtype, B, k): the tuner's choice, `topk_scores` (auto), FAISS flat and `torch.topk(Q @ D.T)`
+    ms, auto over the faster of the two, and the slowest other forced backend (a choice carried over from another
+    machine) over auto; a cell measured in a later file replaces the earlier file's."""
     cells: dict[tuple, dict[str, float]] = {}
+    chosen: dict[tuple, str] = {}
     for result in results:
         fresh: dict[tuple, dict[str, float]] = {}
         for r in result["rows"]:
-            fresh.setdefault((r["N"], r["dtype"], r["B"], r["k"]), {})[r["method"]] = r["ms"]
+            cell = (r["N"], r["dtype"], r["B"], r["k"])
+            fresh.setdefault(cell, {})[r["method"]] = r["ms"]
+            chosen[cell] = r.get("chosen") or ""
         cells.update(fresh)
-    lines = ["| N | storage | B | k | topk_scores ms | faiss ms | vs faiss |", "|--:|---|--:|--:|--:|--:|--:|"]
-    for (n, dtype, b, k), ms in sorted(cells.items(), key=lambda item: (item[0][1] != "float32", *item[0])):
-        ours, theirs = ms.get("topk_scores"), ms.get("faiss_flat_cpu")
-        if ours is not None and theirs is not None:
-            lines.append(f"| {n:,} | {dtype} | {b} | {k} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} |")
+    lines = ["| N | storage | B | k | chosen | auto ms | faiss ms | torch.topk ms | auto / best | other / auto |"]
+    lines.append("|--:|---|--:|--:|---|--:|--:|--:|--:|--:|")
+    for cell, ms in sorted(cells.items(), key=lambda item: (item[0][1] != "float32", *item[0])):
+        ours, faiss_ms, torch_ms = ms.get("topk_scores"), ms.get("faiss_flat_cpu"), ms.get("torch_topk")
+        bar = [x for x in (faiss_ms, torch_ms) if x is not None]
+        if ours is None or not bar:
+            continue
+        others = [x for name, x in ms.items() if name.startswith("forced_")]
+        other = f"{max(others) / ours:.2f}" if others else ""
+        fmt = lambda x: f"{x:.1f}" if x is not None else ""  # noqa: E731
+        n, dtype, b, k = cell
+        lines.append(f"| {n:,} | {dtype} | {b} | {k} | {chosen[cell]} | {ours:.1f} | {fmt(faiss_ms)} | "
+                     f"{fmt(torch_ms)} | {ours / min(bar):.2f} | {other} |")
     return "\n".join(lines)
 
 

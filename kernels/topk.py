@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from . import _cpu
+from . import _autotune, _cpu
 
 try:  # triton is optional: without it every call takes the torch path
     from . import _topk_kernel
@@ -22,7 +22,7 @@ except ImportError as err:  # no triton, or one too old for triton.constexpr_fun
     _topk_kernel = None
     _TRITON_MISSING = f"triton is not importable ({err})"
 
-Backend = Literal["auto", "triton", "torch", "faiss"]
+Backend = Literal["auto", "triton", "torch", "torch_fp32", "faiss"]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _EMPTY_KEY = -(2**63)  # = _topk_kernel.EMPTY_KEY, repeated so this module works without triton
@@ -53,11 +53,11 @@ def topk_scores(
         docs: (N, d) passage vectors, same dtype and device as `queries`.
         k: passages per query, 1 <= k <= min(N, 128).
         chunk_size: passages scored per step by the torch backend (memory O(B * chunk_size)); None picks one.
-        backend: "triton", "torch", "faiss" (CPU: FAISS's exhaustive search, then the tie rule), or "auto": Triton
-            on CUDA (or on CPU under TRITON_INTERPRET=1); on CPU, FAISS when faiss is importable and B >= 20 (or
-            B = 1 with float32 passages), except for bfloat16 where oneDNN multiplies it (a bf16 candidate
-            filter), and the chunked torch path otherwise (why: `kernels/_cpu.py`; `python -m
-            rag_e2e.kernels.bench` measures it).
+        backend: "triton"; "torch" (chunked; bfloat16 passages on a CPU with oneDNN bf16 matmul are filtered by
+            a bf16 product first); "torch_fp32" (chunked, always widened to fp32); "faiss" (CPU: FAISS's
+            exhaustive search, then the tie rule); or "auto": Triton on CUDA (or on CPU under TRITON_INTERPRET=1),
+            the torch path on CUDA without Triton, and on CPU the fastest of the exact CPU backends for this shape
+            class as measured on this machine (`kernels/_autotune.py`; `python -m rag_e2e.kernels.bench` shows it).
         out: optional preallocated (scores (B, k) fp32, indices (B, k) int64) to write into.
         num_splits: Triton only: programs per query block along N (merged afterwards); None sizes it to the GPU.
         allow_tf32: Triton only: let fp32 inputs use TF32 tensor cores (faster, ~1e-3 relative score error).
@@ -76,10 +76,12 @@ def topk_scores(
     """
     _check_inputs(queries, docs, k)
     scores, indices = _check_or_alloc_out(out, queries, k)
-    resolved = _resolve_backend(backend, queries.device, queries.shape[0], docs.dtype)
+    resolved = _resolve_backend(backend, queries.device)
+    if resolved == "measure":
+        resolved = _autotune.choose(queries, docs, k, _search)
     if resolved == "torch" and _cpu.bf16_filter_applies(queries, docs):
         keys = _bf16_filtered_keys(queries, docs, k, chunk_size)
-    elif resolved == "torch":
+    elif resolved in ("torch", "torch_fp32"):
         keys = _reference_keys(queries, docs, k, chunk_size)
     elif resolved == "faiss":
         keys = _faiss_keys(queries, docs, k)
@@ -137,15 +139,16 @@ def _check_or_alloc_out(
     return scores, indices
 
 
-def _resolve_backend(backend: Backend, device: torch.device, n_queries: int = 1,
-                     dtype: torch.dtype = torch.float32) -> Literal["triton", "torch", "faiss"]:
-    if backend not in ("auto", "triton", "torch", "faiss"):
-        raise ValueError(f"backend={backend!r} must be 'auto', 'triton', 'torch' or 'faiss'")
+def _resolve_backend(backend: Backend, device: torch.device) -> Literal["triton", "torch", "torch_fp32", "faiss",
+                                                                      "measure"]:
+    """The backend to run, or "measure": "auto" on CPU, where `_autotune.choose` picks by timing."""
+    if backend not in ("auto", "triton", "torch", "torch_fp32", "faiss"):
+        raise ValueError(f"backend={backend!r} must be 'auto', 'triton', 'torch', 'torch_fp32' or 'faiss'")
     runnable = _topk_kernel is not None and (device.type == "cuda" or (device.type == "cpu" and _topk_kernel.INTERPRET))
     if backend == "auto":
         if runnable:
             return "triton"
-        return "faiss" if device.type == "cpu" and _cpu.faiss_prefers(dtype, n_queries) else "torch"
+        return "measure" if device.type == "cpu" else "torch"
     if backend == "triton" and not runnable:
         why = _TRITON_MISSING or f"tensors on {device} need CUDA, or TRITON_INTERPRET=1 set before triton is imported"
         raise ValueError(f"backend='triton' unavailable: {why}")
@@ -153,6 +156,11 @@ def _resolve_backend(backend: Backend, device: torch.device, n_queries: int = 1,
         why = "faiss is not importable" if not _cpu.faiss_available() else f"it runs on CPU tensors, not {device}"
         raise ValueError(f"backend='faiss' unavailable: {why}")
     return backend
+
+
+def _search(backend: str, queries: torch.Tensor, docs: torch.Tensor, k: int) -> object:
+    """One search with a fixed backend: what `_autotune` times."""
+    return topk_scores(queries, docs, k, backend=backend)
 
 
 def _next_pow2(x: int) -> int:

@@ -198,10 +198,13 @@ class RetrieverConfig:
     rerank_candidates: int = 0
     closed_book: bool = False  # generator only: it reads the question alone (retrieval is still scored, not read)
     read_gold: bool = False  # the reader's upper bound: it reads each question's gold passage (retrieval is scored)
+    # passages per forward pass when (re-)encoding the corpus; 0: the fastest measured on this machine for the tower,
+    # passage length and device, at the first build (rag_e2e/retrieval/encode_batch.py)
     encode_batch_size: int = 64
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= MAX_K, f"set `retriever.k` in [1, {MAX_K}] (the top-k search's limit)")
+        _check(self.encode_batch_size >= 0, "set `retriever.encode_batch_size` >= 1, or 0 to measure it")
         _check(self.rerank_candidates <= MAX_K,
                f"set `retriever.rerank_candidates` <= {MAX_K} (the top-k search's limit)")
         _check(self.temperature > 0, "set `retriever.temperature` > 0")
@@ -236,9 +239,13 @@ class IndexConfig:
     embeddings_dtype: str = "float16"
     shard_size: int = 100_000  # passages per resumable encoding shard
     seed: int = 0
+    # Exact search on CPU: "auto" runs the backend measured fastest on this machine for the shape (kernels/_autotune);
+    # "torch", "torch_fp32" or "faiss" fixes it (no probe). GPUs run Triton either way.
+    search_backend: str = "auto"
 
     def __post_init__(self) -> None:
         _one_of(self.kind, ("exact", "faiss_flat", "ivf_flat", "ivf_pq", "hnsw"), "index.kind")
+        _one_of(self.search_backend, ("auto", "torch", "torch_fp32", "faiss"), "index.search_backend")
         _one_of(self.embeddings_dtype, ("float16", "float32"), "index.embeddings_dtype")
         _check(min(self.nlist, self.nprobe, self.pq_m, self.hnsw_m, self.ef_search) >= 1,
                "set `index.nlist`, `index.nprobe`, `index.pq_m`, `index.hnsw_m` and `index.ef_search` >= 1")

@@ -23,6 +23,7 @@ from rag_e2e.compose import to_yaml
 from rag_e2e.config import RunConfig
 from rag_e2e.data.sources import RagData, load_data, sample_qids
 from rag_e2e.errors import ConfigError
+from rag_e2e.kernels import force_cpu_search
 from rag_e2e.lightning.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from rag_e2e.lightning.datamodule import QACollator, RagDataModule
 from rag_e2e.lightning.module import RagLitModule
@@ -134,6 +135,7 @@ def assemble(cfg: RunConfig, base_dir: Path | None = None, progress: bool = True
     shard). `state_dict` (a RagLitModule checkpoint's) is loaded first, so the index comes from the checkpoint's
     passage tower. With `run_dir` the live index is saved under <run_dir>/index for resuming.
     """
+    force_cpu_search(cfg.index.search_backend)  # the process-wide exact CPU search (a machine choice)
     data = load_data(cfg.data, base_dir)
     _check_against_data(cfg, data)
     enc_cfg, gen_cfg = cfg.encoder, cfg.generator

@@ -20,6 +20,7 @@ from rag_e2e.data.types import Passage
 from rag_e2e.retrieval import partial_refresh
 from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
 from rag_e2e.retrieval.embeddings import encode_to_memmap
+from rag_e2e.retrieval.encode_batch import measured_encode_batch_size
 from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
 from rag_e2e.retrieval.index import Index, build_index, corpus_fingerprint, state_fingerprint
 from rag_e2e.retrieval.row_tokens import RowTokens
@@ -59,7 +60,7 @@ class IndexBuilder:
     corpus: list[Passage]
     tokenizer: PreTrainedTokenizerBase
     max_length: int
-    batch_size: int
+    batch_size: int  # passages per forward pass; 0: measured on this machine at the first build (encode_batch.py)
     kind: str = "exact"
     index_params: dict = field(default_factory=dict)
     embeddings_dir: Path | None = None
@@ -78,6 +79,7 @@ class IndexBuilder:
               progress: bool = False) -> tuple[Index, BuildStats]:
         """Encode with `encoder.passage_model` (eval mode, no grad) and build the index over this rank's rows."""
         start, end = self.shard_range(rank, world_size)
+        self.resolve_batch_size(encoder)
         fingerprint = state_fingerprint(encoder.passage_model)
         began = time.perf_counter()
         out_dir = None
@@ -117,6 +119,7 @@ class IndexBuilder:
     def encode_rows(self, encoder: BiEncoder, rows: torch.Tensor) -> torch.Tensor:
         """(m,) corpus rows -> (m, d) float32 CPU vectors from `encoder.passage_model` in eval mode, as a refresh
         encodes them (tokens from the per-row cache, built on first use)."""
+        self.resolve_batch_size(encoder)
         device = next(encoder.passage_model.parameters()).device
         tokens = self.row_tokens(0, len(self.corpus))
         out = []
@@ -125,6 +128,12 @@ class IndexBuilder:
                 tok = tokens.batch(rows[i : i + self.batch_size], device)
                 out.append(encoder.encode_passage(tok["input_ids"], tok["attention_mask"]).float().cpu())
         return torch.cat(out) if out else torch.empty(0, 0)
+
+    def resolve_batch_size(self, encoder: BiEncoder) -> int:
+        """The batch size, measured now (on the tower's device) when it was given as 0."""
+        if self.batch_size == 0:
+            self.batch_size = measured_encode_batch_size(encoder, self.tokenizer, self.corpus, self.max_length)
+        return self.batch_size
 
     def embeddings_path(self, encoder_fingerprint: str, start: int, end: int) -> Path:
         """The memmap directory of corpus rows [start, end) encoded by the tower with `encoder_fingerprint`."""
@@ -164,6 +173,7 @@ class IndexBuilder:
         """(end - start, d) float32 vectors of corpus rows [start, end) (end None: all), from cached token batches,
         in eval mode: what a refresh indexes."""
         end = len(self.corpus) if end is None else end
+        self.resolve_batch_size(encoder)
         batches = self.token_batches(start, end)
         device = next(encoder.passage_model.parameters()).device
         chunks = []

@@ -17,6 +17,7 @@ HAS_TRITON = topk_mod._topk_kernel is not None and (torch.cuda.is_available() or
 BACKENDS = [
     pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="needs triton (CUDA or interpreter)")),
     "torch",
+    "torch_fp32",
     pytest.param("faiss", marks=pytest.mark.skipif(not topk_mod._cpu.faiss_available() or torch.cuda.is_available(),
                                                    reason="needs faiss-cpu and CPU tensors")),
 ]
@@ -81,8 +82,8 @@ def _check(queries, docs, k, scores, indices, seed) -> None:
 def _run(backend: str, queries, docs, k, num_splits=None, chunk_size=64, **kwargs):
     """Triton with forced N-splits, the torch reference with small chunks, FAISS with 16-bit passages widened in
     blocks of chunk_size rows: so that every code path (and the merge across chunks) gets exercised."""
-    if backend == "torch":
-        return topk_scores(queries, docs, k, backend="torch", chunk_size=chunk_size, **kwargs)
+    if backend in ("torch", "torch_fp32"):
+        return topk_scores(queries, docs, k, backend=backend, chunk_size=chunk_size, **kwargs)
     if backend == "faiss":
         saved, topk_mod._cpu.FAISS_BLOCK_ROWS = topk_mod._cpu.FAISS_BLOCK_ROWS, chunk_size
         try:
@@ -190,22 +191,25 @@ def test_bad_inputs_raise(queries, docs, k, kwargs, match):
         topk_scores(queries, docs, k, **kwargs)
 
 
-@pytest.mark.skipif(not topk_mod._cpu.faiss_available(), reason="needs faiss-cpu")
-def test_auto_on_cpu_dispatch(monkeypatch, seed):
+def test_auto_on_cpu_runs_the_measured_backend_and_is_exact(monkeypatch, tmp_path, seed):
     monkeypatch.setattr(topk_mod, "_topk_kernel", None)  # no Triton: the CPU dispatch as users get it
-    cpu = torch.device("cpu")
-    many, few = topk_mod._cpu.FAISS_MIN_QUERIES, topk_mod._cpu.FAISS_MIN_QUERIES - 1
-    assert topk_mod._resolve_backend("auto", cpu, 1, torch.float32) == "faiss"
-    assert topk_mod._resolve_backend("auto", cpu, few, torch.float32) == "torch"
-    assert topk_mod._resolve_backend("auto", cpu, many, torch.float16) == "faiss"
-    assert topk_mod._resolve_backend("auto", cpu, few, torch.float16) == "torch"
-    bf16 = "torch" if topk_mod._cpu.bf16_matmul_supported() else "faiss"  # the bf16 matmul filter, where it runs
-    assert topk_mod._resolve_backend("auto", cpu, many, torch.bfloat16) == bf16
-    for dtype in DTYPES:
-        docs = torch.randn(900, 24).to(dtype)
-        for n_queries in (1, few, many):
-            queries = torch.randn(n_queries, 24).to(dtype)
-            _check(queries, docs, 17, *topk_scores(queries, docs, 17), seed)
+    monkeypatch.setenv("RAG_E2E_CACHE", str(tmp_path))
+    topk_mod._autotune.forget()
+    assert topk_mod._resolve_backend("auto", torch.device("cpu")) == "measure"
+    ran = []
+    for name in topk_mod._autotune.CANDIDATES:  # whichever the probe picks, "auto" runs it and stays exact
+        monkeypatch.setattr(topk_mod._autotune, "measured_choice", lambda kind, key, measure, name=name: name)
+        for dtype in DTYPES:
+            docs = torch.randn(900, 24).to(dtype)
+            for n_queries in (1, 19, 40):
+                topk_mod._autotune.forget()
+                queries = torch.randn(n_queries, 24).to(dtype)
+                chosen = topk_mod._autotune.choose(queries, docs, 17, topk_mod._search)
+                ran.append(chosen)
+                _check(queries, docs, 17, *topk_scores(queries, docs, 17), seed)
+    bf16 = topk_mod._cpu.bf16_filter_applies(torch.empty(1, 1).bfloat16(), torch.empty(1, 1).bfloat16())
+    assert set(ran) == {"torch"} | ({"torch_fp32"} if bf16 else set()) | (
+        {"faiss"} if topk_mod._cpu.faiss_available() else set())  # a choice this install cannot run falls to torch
 
 
 @pytest.mark.parametrize("n_queries,m,dim", [(7, 5, 3), (5, 300, 4000)])  # one block; one query per block
