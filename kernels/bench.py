@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> dict:
     dtypes = args.dtype or (["float16"] if device.type == "cuda" else ["float32", "bfloat16"])
     copy_gbs = _copy_bandwidth_gbs(device) if device.type == "cuda" else None
     n_values, b_values, k_values = _grid(device, args.quick)
+    n_values, b_values, k_values = (getattr(args, "n", None) or n_values, getattr(args, "b", None) or b_values,
+                                    getattr(args, "k", None) or k_values)
     rows = []
     for n_docs in n_values:
         for dtype_name in dtypes:
@@ -246,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=sorted(_DTYPES), nargs="+",
                         help="storage dtypes; default: float16 on CUDA, float32 and bfloat16 on CPU")
     parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--n", type=int, nargs="+", help="passage counts (default: the device's grid above)")
+    parser.add_argument("--b", type=int, nargs="+", help="query batch sizes (default: the device's grid)")
+    parser.add_argument("--k", type=int, nargs="+", help="k values (default: 10 100)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--summary", type=Path, nargs="+", help="print the README table of these JSON results; no run")

@@ -22,7 +22,7 @@ except ImportError as err:  # no triton, or one too old for triton.constexpr_fun
     _topk_kernel = None
     _TRITON_MISSING = f"triton is not importable ({err})"
 
-Backend = Literal["auto", "triton", "torch", "torch_fp32", "faiss"]
+Backend = Literal["auto", "triton", "torch", "torch_pruned", "torch_fp32", "faiss"]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _EMPTY_KEY = -(2**63)  # = _topk_kernel.EMPTY_KEY, repeated so this module works without triton
@@ -54,7 +54,8 @@ def topk_scores(
         k: passages per query, 1 <= k <= min(N, 128).
         chunk_size: passages scored per step by the torch backend (memory O(B * chunk_size)); None picks one.
         backend: "triton"; "torch" (chunked; bfloat16 passages on a CPU with oneDNN bf16 matmul are filtered by
-            a bf16 product first); "torch_fp32" (chunked, always widened to fp32); "faiss" (CPU: FAISS's
+            a bf16 product first); "torch_pruned" (that filter ranking only scores that can still enter the
+            top list); "torch_fp32" (chunked, always widened to fp32); "faiss" (CPU: FAISS's
             exhaustive search, then the tie rule); or "auto": Triton on CUDA (or on CPU under TRITON_INTERPRET=1),
             the torch path on CUDA without Triton, and on CPU the fastest of the exact CPU backends for this shape
             class as measured on this machine (`kernels/_autotune.py`; `python -m rag_e2e.kernels.bench` shows it).
@@ -79,9 +80,9 @@ def topk_scores(
     resolved = _resolve_backend(backend, queries.device)
     if resolved == "measure":
         resolved = _autotune.choose(queries, docs, k, _search)
-    if resolved == "torch" and _cpu.bf16_filter_applies(queries, docs):
-        keys = _bf16_filtered_keys(queries, docs, k, chunk_size)
-    elif resolved in ("torch", "torch_fp32"):
+    if resolved in ("torch", "torch_pruned") and _cpu.bf16_filter_applies(queries, docs):
+        keys = _bf16_filtered_keys(queries, docs, k, chunk_size, prune=resolved == "torch_pruned")
+    elif resolved in ("torch", "torch_pruned", "torch_fp32"):
         keys = _reference_keys(queries, docs, k, chunk_size)
     elif resolved == "faiss":
         keys = _faiss_keys(queries, docs, k)
@@ -139,11 +140,12 @@ def _check_or_alloc_out(
     return scores, indices
 
 
-def _resolve_backend(backend: Backend, device: torch.device) -> Literal["triton", "torch", "torch_fp32", "faiss",
-                                                                      "measure"]:
+def _resolve_backend(backend: Backend, device: torch.device) -> Literal["triton", "torch", "torch_pruned",
+                                                                      "torch_fp32", "faiss", "measure"]:
     """The backend to run, or "measure": "auto" on CPU, where `_autotune.choose` picks by timing."""
-    if backend not in ("auto", "triton", "torch", "torch_fp32", "faiss"):
-        raise ValueError(f"backend={backend!r} must be 'auto', 'triton', 'torch', 'torch_fp32' or 'faiss'")
+    if backend not in ("auto", "triton", "torch", "torch_pruned", "torch_fp32", "faiss"):
+        raise ValueError(f"backend={backend!r} must be 'auto', 'triton', 'torch', 'torch_pruned', 'torch_fp32' or "
+                         "'faiss'")
     runnable = _topk_kernel is not None and (device.type == "cuda" or (device.type == "cpu" and _topk_kernel.INTERPRET))
     if backend == "auto":
         if runnable:
@@ -235,7 +237,8 @@ def _chunk_top_keys(scores: torch.Tensor, start: int, k: int) -> torch.Tensor:
 # ---- bfloat16 on CPU: bf16 products select candidates, fp32 ranks them ----
 
 
-def _bf16_filtered_keys(queries: torch.Tensor, docs: torch.Tensor, k: int, chunk_size: int | None) -> torch.Tensor:
+def _bf16_filtered_keys(queries: torch.Tensor, docs: torch.Tensor, k: int, chunk_size: int | None,
+                        prune: bool = False) -> torch.Tensor:
     """(B, k) int64 keys, descending, for bfloat16 queries and passages on a CPU with native bf16 matmul.
 
     Stage 1 scores every passage with a bf16 matmul (oneDNN: bf16 products, fp32 accumulation, each score rounded to
@@ -245,17 +248,26 @@ def _bf16_filtered_keys(queries: torch.Tensor, docs: torch.Tensor, k: int, chunk
     the k-th fp32 score of the candidates beats that, the top k is among them and packing orders it by the tie rule.
     Other queries (near-ties at the cut, or cancellation) are ranked by the chunked path. Reads N * d * 2 bytes once
     instead of widening them to fp32 first: 2-4x faster on CPUs with AVX512-BF16 or AMX (`kernels.bench`).
+    With `prune`, once the running list holds m + 1 scores only a chunk's scores above its last are ranked: a count
+    pass per chunk that pays where m is large (top-209 of 16k rows cost 4x top-29's here), which the tuner measures.
     """
     n_queries, dim = queries.shape
     n_docs = docs.shape[0]
     m = min(n_docs, 2 * k + 8)
-    if chunk_size is None:
-        chunk_size = max(m + 1, 2**24 // max(1, n_queries))
-    best_vals = torch.full((n_queries, 0), float("-inf"))
+    if chunk_size is None:  # (B, c) bf16 scores of ~8 MB stay in cache for the top-k (2^24: 1.2x slower, measured)
+        chunk_size = max(m + 1, 2**22 // max(1, n_queries))
+    best_vals = torch.full((n_queries, 0), float("-inf"), dtype=torch.bfloat16)
     best_rows = torch.zeros((n_queries, 0), dtype=torch.int64)
     for start in range(0, n_docs, chunk_size):
-        approx = (queries @ docs[start : start + chunk_size].T).float()  # (B, c): bf16-rounded scores
-        vals, idx = approx.topk(min(m + 1, approx.shape[1]), dim=1)
+        # (B, c) bf16-rounded scores, ranked as bf16: widening them first cost 1.5x the matmul's time (1M x 768)
+        approx = queries @ docs[start : start + chunk_size].T
+        take = min(m + 1, approx.shape[1])
+        if prune and best_vals.shape[1] == m + 1:  # only scores above a full list's last can enter it (ties at it
+            # change no score the bound uses): rank just those
+            take = min(take, int((approx > best_vals[:, m:]).sum(dim=1, dtype=torch.int32).max()))
+            if take == 0:
+                continue
+        vals, idx = approx.topk(take, dim=1)
         vals, pos = torch.cat([best_vals, vals], dim=1).topk(min(m + 1, best_vals.shape[1] + vals.shape[1]), dim=1)
         best_rows = torch.cat([best_rows, idx + start], dim=1).gather(1, pos)
         best_vals = vals
@@ -264,7 +276,7 @@ def _bf16_filtered_keys(queries: torch.Tensor, docs: torch.Tensor, k: int, chunk
     keys = _pack_keys(exact, cand_rows).topk(k, dim=1).values  # (B, k)
     if m == n_docs:  # every passage is a candidate: nothing was left out
         return keys
-    left_out = best_vals[:, m]  # (B,) best approximate score not kept
+    left_out = best_vals[:, m].float()  # (B,) best approximate score not kept
     kth = exact.topk(k, dim=1).values[:, k - 1]
     unsure = (kth <= left_out + left_out.abs() * 2.0**-7).nonzero().squeeze(1)
     if unsure.numel():

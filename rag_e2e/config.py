@@ -240,12 +240,13 @@ class IndexConfig:
     shard_size: int = 100_000  # passages per resumable encoding shard
     seed: int = 0
     # Exact search on CPU: "auto" runs the backend measured fastest on this machine for the shape (kernels/_autotune);
-    # "torch", "torch_fp32" or "faiss" fixes it (no probe). GPUs run Triton either way.
+    # "torch", "torch_pruned", "torch_fp32" or "faiss" fixes it (no probe). GPUs run Triton either way.
     search_backend: str = "auto"
 
     def __post_init__(self) -> None:
         _one_of(self.kind, ("exact", "faiss_flat", "ivf_flat", "ivf_pq", "hnsw"), "index.kind")
-        _one_of(self.search_backend, ("auto", "torch", "torch_fp32", "faiss"), "index.search_backend")
+        _one_of(self.search_backend, ("auto", "torch", "torch_pruned", "torch_fp32", "faiss"),
+                "index.search_backend")
         _one_of(self.embeddings_dtype, ("float16", "float32"), "index.embeddings_dtype")
         _check(min(self.nlist, self.nprobe, self.pq_m, self.hnsw_m, self.ef_search) >= 1,
                "set `index.nlist`, `index.nprobe`, `index.pq_m`, `index.hnsw_m` and `index.ef_search` >= 1")

@@ -115,3 +115,30 @@ def test_the_probe_is_cut_to_a_bounded_size(monkeypatch):
     seen.clear()
     _autotune.choose(torch.randn(1, 768), docs, 10, search)
     assert seen[0] == (1, _autotune.PROBE_MAX_ROWS, 10)
+
+
+def test_probe_times_are_extrapolated_to_the_real_size(monkeypatch):
+    """A fixed cost weighs more in the small probe than in the search: the choice follows the time at the real N."""
+    cost = {"torch": (0.02, 1e-7), "faiss": (0.001, 5e-7)}  # seconds = fixed + per_row * rows
+    last_rows = {}
+
+    def search(name, q, d, k):
+        last_rows[name] = d.shape[0]
+
+    def fake_best_of(candidates, repeats=2):
+        out = {}
+        for name, run in candidates.items():
+            run()
+            fixed, per_row = cost[name]
+            out[name] = fixed + per_row * last_rows[name]
+        return out
+
+    monkeypatch.setattr(_autotune, "best_of", fake_best_of)
+    monkeypatch.setattr(_autotune, "available", lambda q, d: ["torch", "faiss"])
+    queries, docs = torch.randn(256, 768), torch.randn(1, 768).expand(300_000, 768)
+    probe_rows = _autotune.PROBE_MACS // (256 * 768)
+    assert fake_best_of({n: (lambda n=n: search(n, queries, docs[:probe_rows], 100)) for n in cost})["faiss"] < \
+        fake_best_of({n: (lambda n=n: search(n, queries, docs[:probe_rows], 100)) for n in cost})["torch"]
+    seconds = _autotune._measure(queries, docs, 100, ["torch", "faiss"], search)
+    assert seconds == pytest.approx({name: f + r * 300_000 for name, (f, r) in cost.items()}, rel=1e-9)
+    assert _autotune.choose(queries, docs, 100, search) == "torch"

@@ -22,8 +22,9 @@ def test_bench_rows_and_summary(tmp_path, monkeypatch, capsys):
     assert len(cells) == 4
     for (dtype, _), c in cells.items():
         chosen = c["topk_scores"]["chosen"]
-        forced = {f"forced_{name}" for name in ("torch", "torch_fp32", "faiss")
-                  if name != chosen and (name != "torch_fp32" or dtype == "bfloat16" and bench.topk_mod._cpu
+        forced = {f"forced_{name}" for name in ("torch", "torch_pruned", "torch_fp32", "faiss")
+                  if name != chosen and (name not in ("torch_pruned", "torch_fp32") or dtype == "bfloat16"
+                                         and bench.topk_mod._cpu
                                          .bf16_filter_applies(bench.torch.empty(1, 1).bfloat16(),
                                                               bench.torch.empty(1, 1).bfloat16()))}
         assert set(c) == {"topk_scores", "torch_topk", "faiss_flat_cpu"} | forced  # the chosen one is not re-timed

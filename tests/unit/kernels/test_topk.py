@@ -17,6 +17,7 @@ HAS_TRITON = topk_mod._topk_kernel is not None and (torch.cuda.is_available() or
 BACKENDS = [
     pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="needs triton (CUDA or interpreter)")),
     "torch",
+    "torch_pruned",
     "torch_fp32",
     pytest.param("faiss", marks=pytest.mark.skipif(not topk_mod._cpu.faiss_available() or torch.cuda.is_available(),
                                                    reason="needs faiss-cpu and CPU tensors")),
@@ -82,7 +83,7 @@ def _check(queries, docs, k, scores, indices, seed) -> None:
 def _run(backend: str, queries, docs, k, num_splits=None, chunk_size=64, **kwargs):
     """Triton with forced N-splits, the torch reference with small chunks, FAISS with 16-bit passages widened in
     blocks of chunk_size rows: so that every code path (and the merge across chunks) gets exercised."""
-    if backend in ("torch", "torch_fp32"):
+    if backend in ("torch", "torch_pruned", "torch_fp32"):
         return topk_scores(queries, docs, k, backend=backend, chunk_size=chunk_size, **kwargs)
     if backend == "faiss":
         saved, topk_mod._cpu.FAISS_BLOCK_ROWS = topk_mod._cpu.FAISS_BLOCK_ROWS, chunk_size
@@ -208,7 +209,7 @@ def test_auto_on_cpu_runs_the_measured_backend_and_is_exact(monkeypatch, tmp_pat
                 ran.append(chosen)
                 _check(queries, docs, 17, *topk_scores(queries, docs, 17), seed)
     bf16 = topk_mod._cpu.bf16_filter_applies(torch.empty(1, 1).bfloat16(), torch.empty(1, 1).bfloat16())
-    assert set(ran) == {"torch"} | ({"torch_fp32"} if bf16 else set()) | (
+    assert set(ran) == {"torch"} | ({"torch_pruned", "torch_fp32"} if bf16 else set()) | (
         {"faiss"} if topk_mod._cpu.faiss_available() else set())  # a choice this install cannot run falls to torch
 
 
