@@ -1,0 +1,1 @@
+"""Benchmarks and prepared device checks (`python -m rag_e2e.benchmarks.<name>`)."""
