@@ -134,6 +134,7 @@ def cmd_prepare(args: list[str]) -> int:
     from rag_e2e.config import PrepareConfig
     from rag_e2e.errors import ConfigError
     from rag_e2e.prepare.pipeline import CORPUS, prepare
+    from rag_e2e.prepare.shards import SHARDS
 
     options: dict[str, str] = {}
     inputs = []
@@ -153,7 +154,8 @@ def cmd_prepare(args: list[str]) -> int:
           f"files: {stats['files']['done']} done ({stats['files']['resumed']} resumed), {len(skipped)} skipped")
     if "qa" in stats:
         print(f"questions aligned: {stats['qa']['aligned']} of {stats['qa']['questions']}")
-    print(f"corpus: {Path(cfg.out) / CORPUS}")
+    print(f"corpus: {Path(cfg.out) / CORPUS}; per-file intermediates, reused by the next run: "
+          f"{Path(cfg.out) / SHARDS} (hidden: a Parquet dataset loader of the folder skips it)")
     return 0
 
 

@@ -446,7 +446,7 @@ class RunConfig:
 class PrepareConfig:
     """`rag-e2e prepare <inputs...> out=DIR [key=value...]`; the keys are the field names."""
 
-    out: str | None = None  # output folder: passages.parquet, stats.json, qa.jsonl, shards/, manifest.jsonl
+    out: str | None = None  # output folder: passages.parquet, stats.json, qa.jsonl, .shards/, manifest.jsonl
     tokenizer: str = "minilm"  # the passage encoder's tokenizer (HF name, folder or "minilm"); sizes are its tokens
     chunk_tokens: int = 100  # most text tokens per passage (no special tokens; the title is not counted)
     overlap: int = 20  # tokens consecutive passages of a document may share (whole sentences only)

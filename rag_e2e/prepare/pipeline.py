@@ -30,7 +30,7 @@ from rag_e2e.prepare.chunk import TokenCounter, chunk_spans
 from rag_e2e.prepare.dedupe import Deduper, Duplicate, Signer, text_hash
 from rag_e2e.prepare.extract import extract_file, file_format
 from rag_e2e.prepare.manifest import FileEntry, Manifest, sha256_of
-from rag_e2e.prepare.shards import ShardDoc, has_shard, read_shard, write_shard
+from rag_e2e.prepare.shards import ShardDoc, adopt_legacy_shards, has_shard, read_shard, write_shard
 
 FORMAT_VERSION = 2  # of the shards; part of the manifest settings
 CORPUS = "passages.parquet"
@@ -87,6 +87,7 @@ def prepare(inputs: list[str | Path], cfg: PrepareConfig) -> dict[str, Any]:
     files = find_inputs(inputs)
     qa = read_qa(cfg.qa) if cfg.qa else None  # a bad QA file fails before any work
     out.mkdir(parents=True, exist_ok=True)
+    adopt_legacy_shards(out)
     counter = TokenCounter(load_tokenizer(cfg.tokenizer))
     signer = Signer(cfg.minhash_perm)
     settings = {"format_version": FORMAT_VERSION, "tokenizer": cfg.tokenizer, "chunk_tokens": cfg.chunk_tokens,

@@ -1,6 +1,6 @@
 """Per-file shards: what one input file gave, written once and reused by every later run over the same folder.
 
-Each finished file has two Parquet shards under `shards/`: `<name>.docs.parquet` (one row per document: id, title,
+Each finished file has two Parquet shards under `.shards/`: `<name>.docs.parquet` (one row per document: id, title,
 cleaned text, text hash, MinHash signature) and `<name>.passages.parquet` (one row per chunk: id, document, offsets,
 token count). Shards hold every document, duplicates included: duplicates are decided when the corpus is assembled,
 in input order, so a file added or removed later changes which copy is kept without redoing any other file.
@@ -20,7 +20,17 @@ import pyarrow.parquet as pq
 from rag_e2e.atomic import write_file
 from rag_e2e.prepare.chunk import Span
 
-SHARDS = "shards"
+# Hidden: loading the output folder as a Parquet dataset (`pyarrow.dataset`, `datasets.load_dataset("parquet",
+# data_dir=out)`) skips dot-folders, so it reads passages.parquet alone instead of every passage two or three times.
+SHARDS = ".shards"
+LEGACY_SHARDS = "shards"  # where runs before this name kept them: moved on the next run
+
+
+def adopt_legacy_shards(out_dir: Path) -> None:
+    """Move an older run's visible `shards/` folder to the hidden one, so its work is reused and no longer read."""
+    legacy, hidden = out_dir / LEGACY_SHARDS, out_dir / SHARDS
+    if legacy.is_dir() and not hidden.exists():
+        legacy.rename(hidden)
 DOC_SCHEMA = pa.schema([("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string()),
                         ("source", pa.string()), ("text_hash", pa.string()), ("signature", pa.list_(pa.uint32()))])
 PASSAGE_SCHEMA = pa.schema([("id", pa.string()), ("doc_id", pa.string()), ("chunk", pa.int32()),

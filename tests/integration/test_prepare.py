@@ -3,6 +3,7 @@
 import json
 import random
 
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
@@ -57,7 +58,8 @@ def test_prepare_cleans_dedupes_chunks_and_resumes(tmp_path, capsys):
     out = tmp_path / "kb"
     args = ["prepare", str(docs), f"out={out}", f"chunk_tokens={CHUNK}", f"overlap={OVERLAP}", "progress=false"]
     assert cli.main(args) == 0
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    err = printed.err
     assert "skipped" in err and "broken.pdf" in err  # the damaged file, by name
     stats = json.loads((out / "stats.json").read_text())
     assert stats["files"]["found"] == 8 and stats["files"]["done"] == 7
@@ -88,6 +90,10 @@ def test_prepare_cleans_dedupes_chunks_and_resumes(tmp_path, capsys):
     for boilerplate in [*NAV, "cookies", "Copyright", "Privacy policy", "Confidential"]:
         assert boilerplate not in everything
     assert load_corpus(out / "passages.parquet")[0].pid == rows[0]["id"]  # the training loader reads it
+    # Loaded as a Parquet dataset, the folder holds each passage once: the per-file shards are hidden from it.
+    assert pads.dataset(out, format="parquet", exclude_invalid_files=True).count_rows() == len(rows)
+    assert (out / ".shards").is_dir() and not (out / "shards").exists()
+    assert f"{out / '.shards'} (hidden" in printed.out
 
     # A second run redoes nothing: no file is extracted again, and the corpus is the same.
     calls = []
@@ -107,6 +113,15 @@ def test_prepare_cleans_dedupes_chunks_and_resumes(tmp_path, capsys):
     finally:
         prep.extract_file = original
     assert calls == ["docs/latin.txt"]
+    # A folder prepared before the shards were hidden: its visible shards/ is adopted, not redone.
+    (out / ".shards").rename(out / "shards")
+    calls.clear()
+    prep.extract_file = lambda path, key: calls.append(key) or original(path, key)
+    try:
+        assert cli.main(args) == 0
+    finally:
+        prep.extract_file = original
+    assert calls == [] and (out / ".shards").is_dir() and not (out / "shards").exists()
 
 
 def test_prepare_strict_fails_on_the_damaged_file_and_other_settings_are_refused(tmp_path, capsys):
