@@ -5,6 +5,7 @@ The config stops here: everything below receives plain typed arguments.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -34,6 +35,7 @@ from rag_e2e.models.rag import RagModel
 from rag_e2e.models.reader import Reader
 from rag_e2e.retrieval.encoders import BiEncoder, build_encoder_model, load_tokenizer, resolve_name
 from rag_e2e.retrieval.refresh import IndexBuilder
+from rag_e2e.run_lock import exclusive_run_dir
 from rag_e2e.schedule import RefreshSchedule
 
 
@@ -299,10 +301,16 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
 
 
 def _train_in(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
+    # Rank 0 (the process that starts DDP's others, or SLURM's rank 0) holds the run_dir for the whole run.
+    first = os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", "0")) == "0"
+    with exclusive_run_dir(run_dir) if first else contextlib.nullcontext():
+        return _train_locked(cfg, run_dir, progress, first)
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, progress: bool, first: bool) -> Path:
     started = time.time()
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = last.is_file()
-    first = os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", "0")) == "0"
     if resume and first:  # rank 0, before DDP starts the others (SLURM starts all ranks at once)
         for folder in (run_dir, run_dir / "checkpoints", run_dir / "index"):  # debris of writes a kill interrupted
             atomic.remove_leftovers(folder)
