@@ -61,7 +61,7 @@ def run(opts: dict) -> dict:
     world, k, dim = int(opts["world"]), int(opts["k"]), int(opts["dim"])
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_rank_main, args=(world, _free_port(), opts, tmp), nprocs=world, join=True)
-        ranks = [torch.load(Path(tmp) / f"rank{r}.pt") for r in range(world)]
+        ranks = [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in range(world)]
     table = {}
     for method in ("search", "search_with_vectors"):
         queries = sum(r[method]["queries"] for r in ranks)

@@ -396,7 +396,7 @@ def _paired_table(diffs: Sequence[PairedDiff], metrics: Sequence[str]) -> str:
     for d in diffs:
         by_system[d.system][d.metric] = d
     header = ["system", *(f"Δ {_column_name('test/' + m)}" for m in metrics)]
-    lines = ["", f"## Paired against {baseline}", "",
+    lines = ["", f"#### Paired against {baseline}", "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["--:"] * len(metrics)) + "|"]
     for system, cells in by_system.items():
         row = [system.replace("|", r"\|")]

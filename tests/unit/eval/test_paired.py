@@ -92,11 +92,11 @@ def test_report_writes_the_paired_table_and_json(tmp_path):
     em = next(d for d in summary["paired"] if d["metric"] == "em")
     assert em["n_questions"] == 30 and em["mean"] == 0 and not em["excludes_zero"]  # same answers, odd qids only
     text = paths["results.md"].read_text()
-    assert "## Paired against base" in text and "| better |" in text
+    assert "#### Paired against base" in text and "| better |" in text
     # A second baseline gets its own table, and its differences are the first table's with the sign flipped.
     both = write_report(runs, tmp_path / "out2", title="t", baseline=["base", "better"])
     text = both["results.md"].read_text()
-    assert "## Paired against base" in text and "## Paired against better" in text and "| base |" in text
+    assert "#### Paired against base" in text and "#### Paired against better" in text and "| base |" in text
     flipped = {(d["system"], d["metric"]): d for d in json.loads(both["results.json"].read_text())["paired"]}
     for d in summary["paired"]:
         mirror = flipped[("base", d["metric"])]
