@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -243,20 +244,22 @@ def cmd_serve(args: list[str]) -> int:
     from rag_e2e.inference.serve import ServeLimits, serve
 
     limits = {"max_body_bytes": "", "max_questions": "", "max_question_chars": "", "max_k": "", "max_batch": "",
-              "max_wait_ms": ""}
+              "max_wait_ms": "", "max_queue": "", "request_timeout_s": ""}
     options = {"host": "127.0.0.1", "port": "8000", **PIPELINE_OPTIONS, **limits}
     rest = _positional(args, options)
     if len(rest) != 1:
         raise ConfigError("usage: rag-e2e serve <pipeline dir> [host=127.0.0.1] [port=8000] [max_batch=16] "
-                          "[max_wait_ms=5] [max_k=20] [max_questions=32] [max_body_bytes=65536]")
+                          "[max_wait_ms=5] [max_k=20] [max_questions=32] [max_body_bytes=65536] [max_queue=256] "
+                          "[request_timeout_s=30]  (RAG_E2E_API_KEY: require a bearer token)")
     try:
-        chosen = {key: float(options[key]) if key == "max_wait_ms" else int(options[key])
+        chosen = {key: float(options[key]) if key in ("max_wait_ms", "request_timeout_s") else int(options[key])
                   for key in limits if options[key]}
         port = int(options["port"])
         serve_limits = ServeLimits(**chosen)
     except ValueError as err:
         raise ConfigError(f"rag-e2e serve: {err}") from None
-    serve(load_pipeline(rest[0], options), host=options["host"], port=port, limits=serve_limits)
+    serve(load_pipeline(rest[0], options), host=options["host"], port=port, limits=serve_limits,
+          api_key=os.environ.get("RAG_E2E_API_KEY") or None)
     return 0
 
 

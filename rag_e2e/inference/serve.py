@@ -2,10 +2,17 @@
 
     POST /ask    {"question": "...", "k": 5}      -> one answer: {"question", "answer", "passages": [...]}
                  {"questions": ["...", ...], "k": 5} -> {"answers": [...]}
-    GET  /health -> {"status": "ok", "passages": N, ...}
+    GET  /health -> {"status": "ok", "passages": N, ...}   the process is alive
+    GET  /ready  -> {"ready": true} (503 while starting or stopping)   the model is loaded and answering
 
 Malformed requests get a 4xx whose JSON body says what is wrong ({"error": "..."}): 400 for a body that is not a
-JSON object or has unknown fields, 413 for a body over `max_body_bytes`, 422 for a missing or out-of-range field.
+JSON object or has unknown fields, 413 for a body over `max_body_bytes`, 422 for a missing or out-of-range field,
+401 without the bearer token when one is set (`RAG_E2E_API_KEY`).
+
+Overload is shed, not queued without end: past `max_queue` questions admitted and unanswered a request gets 503
+with `Retry-After` (seconds, from the measured answer rate), and a request not answered within `request_timeout_s`
+gets 504 (its questions are dropped if the model has not started on them). On SIGTERM uvicorn stops accepting
+connections and lets the requests in flight finish (up to `request_timeout_s`) before the model thread stops.
 
 Concurrent requests are batched: a request waits at most `max_wait_ms` for others to join, and up to `max_batch`
 questions with the same k go through the model in one call. The model runs on one worker thread, so calls never
@@ -15,8 +22,12 @@ overlap (the pipeline is not thread-safe) while the event loop keeps accepting r
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
+import math
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,13 +51,28 @@ class ServeLimits:
     max_k: int = 20  # also capped at the corpus size
     max_batch: int = 16  # questions per model call
     max_wait_ms: float = 5.0  # how long a request waits for others to batch with
+    max_queue: int = 256  # questions admitted and not yet answered; past it, 503
+    request_timeout_s: float = 30.0  # a request's deadline; past it, 504
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_questions", "max_question_chars", "max_k", "max_batch"):
+        for name in ("max_body_bytes", "max_questions", "max_question_chars", "max_k", "max_batch", "max_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"set `{name}` >= 1")
         if self.max_wait_ms < 0:
             raise ValueError("set `max_wait_ms` >= 0")
+        if self.request_timeout_s <= 0:
+            raise ValueError("set `request_timeout_s` > 0")
+        if self.max_queue < self.max_questions:
+            raise ValueError(f"set `max_queue` >= `max_questions` ({self.max_questions}), or no full request fits")
+
+
+class Overloaded(Exception):
+    """More questions admitted than `max_queue`: the request is refused with 503 and `Retry-After`."""
+
+    def __init__(self, waiting: int, max_queue: int, retry_after_s: int):
+        super().__init__(f"server overloaded: {waiting} questions waiting (max_queue={max_queue}); retry after "
+                         f"{retry_after_s} s")
+        self.retry_after_s = retry_after_s
 
 
 class RequestError(Exception):
@@ -100,12 +126,17 @@ class _Pending:
 class Batcher:
     """Collects concurrent requests into model calls of up to `max_batch` questions sharing one k."""
 
-    def __init__(self, pipeline: RagPipeline, max_batch: int, max_wait_s: float):
-        self.pipeline, self.max_batch, self.max_wait_s = pipeline, max_batch, max_wait_s
+    def __init__(self, pipeline: RagPipeline, max_batch: int, max_wait_s: float, max_queue: int = 256):
+        self.pipeline, self.max_batch, self.max_wait_s, self.max_queue = pipeline, max_batch, max_wait_s, max_queue
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-model")
-        self.calls = self.questions_answered = 0
+        self.calls = self.questions_answered = self.admitted = self.shed = self.timed_out = 0
+        self.model_s = 0.0  # time inside model calls, for the answer rate behind Retry-After
         self._task: asyncio.Task | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -115,10 +146,27 @@ class Batcher:
             self._task.cancel()
         self.worker.shutdown(wait=True)
 
-    async def ask(self, questions: list[str], k: int) -> list[Answer]:
+    def retry_after_s(self) -> int:
+        """Seconds until the questions waiting now would be answered, at the answer rate measured so far."""
+        rate = self.questions_answered / self.model_s if self.model_s > 0 else 0.0
+        return max(1, math.ceil(self.admitted / rate)) if rate > 0 else 1
+
+    async def ask(self, questions: list[str], k: int, timeout_s: float | None = None) -> list[Answer]:
+        """The answers, or Overloaded (nothing queued) past `max_queue`, or TimeoutError past `timeout_s` (the
+        request's questions are then skipped if no model call has taken them yet)."""
+        if self.admitted + len(questions) > self.max_queue:
+            self.shed += 1
+            raise Overloaded(self.admitted, self.max_queue, self.retry_after_s())
+        self.admitted += len(questions)
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(questions, k, future))
-        return await future
+        try:
+            await self.queue.put(_Pending(questions, k, future))
+            return await asyncio.wait_for(future, timeout_s)  # on timeout the future is cancelled
+        except asyncio.TimeoutError:
+            self.timed_out += 1
+            raise
+        finally:
+            self.admitted -= len(questions)
 
     async def _collect(self) -> list[_Pending]:
         """The next request, and whatever else arrives within `max_wait_s`, up to `max_batch` questions."""
@@ -140,9 +188,11 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            for k in dict.fromkeys(item.k for item in batch):  # answers depend on k: one call per k
-                group = [item for item in batch if item.k == k]
+            live = [item for item in batch if not item.future.done()]  # timed out or gone while queued: skipped
+            for k in dict.fromkeys(item.k for item in live):  # answers depend on k: one call per k
+                group = [item for item in live if item.k == k]
                 questions = [q for item in group for q in item.questions]
+                began = time.perf_counter()
                 try:
                     answers = await loop.run_in_executor(self.worker, self.pipeline.ask, questions, k)
                 except Exception as err:  # the request fails, the server stays up
@@ -152,6 +202,7 @@ class Batcher:
                     continue
                 self.calls += 1
                 self.questions_answered += len(questions)
+                self.model_s += time.perf_counter() - began
                 start = 0
                 for item in group:
                     if not item.future.done():  # a client that went away has a cancelled future
@@ -173,10 +224,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(pipeline: RagPipeline, limits: ServeLimits | None = None) -> FastAPI:
-    """The FastAPI app serving `pipeline` (run it with uvicorn; see `serve`)."""
+def create_app(pipeline: RagPipeline, limits: ServeLimits | None = None, api_key: str | None = None) -> FastAPI:
+    """The FastAPI app serving `pipeline` (run it with uvicorn; see `serve`). With `api_key`, POST /ask needs
+    `Authorization: Bearer <api_key>` (/health and /ready stay open for probes)."""
     limits = limits or ServeLimits()
-    batcher = Batcher(pipeline, limits.max_batch, limits.max_wait_ms / 1000)
+    batcher = Batcher(pipeline, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -196,14 +248,28 @@ def create_app(pipeline: RagPipeline, limits: ServeLimits | None = None) -> Fast
         return {"status": "ok", "passages": pipeline.index.size, "index": pipeline.index.kind,
                 "default_k": pipeline.settings.k, "max_k": min(limits.max_k, pipeline.index.size),
                 "max_questions": limits.max_questions, "model_calls": batcher.calls,
-                "questions_answered": batcher.questions_answered}
+                "questions_answered": batcher.questions_answered, "questions_waiting": batcher.admitted,
+                "max_queue": limits.max_queue, "shed_503": batcher.shed, "timed_out_504": batcher.timed_out}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        return JSONResponse({"ready": batcher.running}, status_code=200 if batcher.running else 503)
 
     @app.post("/ask")
     async def ask(request: Request) -> JSONResponse:
+        if api_key is not None and not _bearer_matches(request.headers.get("authorization", ""), api_key):
+            return JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer $RAG_E2E_API_KEY)"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
         body = await _read_body(request, limits.max_body_bytes)
         questions, k, single = parse_ask(body, limits, pipeline.settings.k, pipeline.index.size)
         try:
-            answers = await batcher.ask(questions, k)
+            answers = await batcher.ask(questions, k, limits.request_timeout_s)
+        except Overloaded as err:
+            return JSONResponse({"error": str(err)}, status_code=503,
+                                headers={"Retry-After": str(err.retry_after_s)})
+        except asyncio.TimeoutError:
+            return JSONResponse({"error": f"no answer within request_timeout_s={limits.request_timeout_s:g} s"},
+                                status_code=504)
         except Exception as err:
             return JSONResponse({"error": f"the model failed: {type(err).__name__}: {err}"}, status_code=500)
         if single:
@@ -237,9 +303,26 @@ def running(app: FastAPI, host: str = "127.0.0.1", timeout_s: float = 60.0) -> I
         sock.close()
 
 
+def _bearer_matches(header: str, api_key: str) -> bool:
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def serve(pipeline: RagPipeline, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits | None = None,
-          ) -> None:
-    """Serve until interrupted."""
+          api_key: str | None = None) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM: in-flight requests finish first, up to `request_timeout_s`)."""
     import uvicorn
 
-    uvicorn.run(create_app(pipeline, limits), host=host, port=port, log_level="info")
+    limits = limits or ServeLimits()
+    if api_key is None and not is_loopback(host):
+        print(f"rag-e2e serve: warning: listening on {host} with no auth; anyone who can reach it can query the "
+              "model (set RAG_E2E_API_KEY to require a bearer token)", file=sys.stderr)
+    uvicorn.run(create_app(pipeline, limits, api_key), host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=math.ceil(limits.request_timeout_s))
