@@ -27,6 +27,7 @@ from rag_e2e import atomic
 from rag_e2e.data.corpus import load_corpus_jsonl
 from rag_e2e.data.types import Passage
 from rag_e2e.errors import ConfigError
+from rag_e2e.inference.folder_guard import check_self_contained
 from rag_e2e.models.causal_lm import PromptFormat
 from rag_e2e.models.generator import wrap_reader
 from rag_e2e.models.rag import RagModel
@@ -218,7 +219,8 @@ class RagPipeline:
         if not settings_file.is_file():
             raise ConfigError(f"{path}: not an exported pipeline ({SETTINGS_FILE} not found); make one with "
                               "`rag-e2e export <run dir> <out dir>`")
-        raw = json.loads(settings_file.read_text())
+        check_self_contained(path)
+        raw = _read_settings(settings_file)
         version = raw.pop("format_version", None)
         if version != FORMAT_VERSION:
             raise ConfigError(f"{settings_file}: format_version {version}; this rag_e2e reads {FORMAT_VERSION}")
@@ -240,6 +242,30 @@ class RagPipeline:
         if index_kind is not None and index_kind != index.kind:
             index = build_index(index_kind, index.p_reps, **(index_params or {}))
         return cls(encoder, tokenizer, reader, corpus, index, settings).to(device)
+
+
+# The only `from_pretrained` keywords a pipeline.json may carry: anything else (trust_remote_code, cache_dir, ...)
+# would let the folder's sender choose what code or files this machine loads.
+ENCODER_KWARGS = {"add_pooling_layer": bool}
+
+
+def _read_settings(settings_file: Path) -> dict:
+    """pipeline.json as a dict, or one ConfigError naming the file (and the field) at fault."""
+    try:
+        raw = json.loads(settings_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{settings_file}: not valid JSON ({getattr(err, 'msg', err)}); the folder is damaged, "
+                          "export it again") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{settings_file}: expected a JSON object, got {type(raw).__name__}")
+    kwargs = raw.get("encoder_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{settings_file}: field 'encoder_kwargs' must be an object")
+    for key, value in kwargs.items():
+        if key not in ENCODER_KWARGS or not isinstance(value, ENCODER_KWARGS[key]):
+            raise ConfigError(f"{settings_file}: field 'encoder_kwargs': {key}={json.dumps(value)} is not allowed "
+                              f"(only {', '.join(f'{k} ({t.__name__})' for k, t in ENCODER_KWARGS.items())})")
+    return raw
 
 
 def tower_kwargs(model: torch.nn.Module) -> dict:
