@@ -10,10 +10,13 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
+import regex
+
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-# DPR's SimpleTokenizer: runs of letters/digits, or any other single non-space character.
-_TOKEN = re.compile(r"[^\W_]+|\S")
+# DPR's SimpleTokenizer (dpr/utils/tokenizers.py): runs of letters, digits and combining marks, or any other single
+# character that is neither a separator nor a control/format character; its has_answer reads NFD text, uncased.
+_TOKEN = regex.compile(r"[\p{L}\p{N}\p{M}]+|[^\p{Z}\p{C}]", flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE)
 
 
 def normalize_answer(s: str) -> str:
@@ -71,8 +74,9 @@ def _check_golds(golds: Sequence[str]) -> None:
 
 
 def _tokens(text: str) -> list[str]:
-    # NFC so composed and decomposed accents compare equal (DPR uses NFD and keeps marks inside tokens; same effect).
-    return _TOKEN.findall(unicodedata.normalize("NFC", text).lower())
+    # NFD, as DPR: a composed and a decomposed accent compare equal, and a mark stays inside its word (splitting at
+    # marks, as a letters-only pattern does, would let "हिन" match inside "हिन्दी").
+    return [t.lower() for t in _TOKEN.findall(unicodedata.normalize("NFD", text))]
 
 
 def has_answer(text: str, answers: Sequence[str]) -> bool:
