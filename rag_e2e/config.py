@@ -384,6 +384,18 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     seed: int = 0
     num_threads: int | None = None  # torch intra-op threads; null = torch's default
+    accumulate_grad_batches: int = 1  # optimizer step every N batches (the RAG paper's effective batch: 128)
+    max_time: str | None = None  # stop after this wall time, "DD:HH:MM:SS" (Lightning's format)
+    # Any other lightning.Trainer keyword, checked against its signature: `+trainer.args.deterministic=true`
+    # (`+`: Hydra adds a key the schema does not name). Keys rag_e2e sets itself are refused.
+    args: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.accumulate_grad_batches >= 1, "set `trainer.accumulate_grad_batches` >= 1")
+        if self.args:
+            from rag_e2e.trainer_args import check_trainer_args
+
+            check_trainer_args(self.args)
 
 
 @dataclass

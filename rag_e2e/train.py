@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,9 +202,22 @@ def _loggers(cfg: RunConfig, run_dir: Path) -> list[Logger]:
     if cfg.logger.wandb:
         os.environ.setdefault("WANDB_MODE", "offline")  # no network unless the user goes online
         os.environ.setdefault("WANDB_SILENT", "true")
+        # One W&B run per run_dir: a resumed run continues it instead of starting a second one.
         loggers.append(WandbLogger(project=cfg.logger.project, group=cfg.logger.group, name=run_dir.name,
-                                   save_dir=str(run_dir), config=OmegaConf.to_container(OmegaConf.structured(cfg))))
+                                   save_dir=str(run_dir), config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+                                   id=wandb_run_id(run_dir), resume="allow"))
     return loggers
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of `run_dir`: made on first use and kept in <run_dir>/wandb_id (rank 0 writes it; under DDP
+    only rank 0 logs)."""
+    path = run_dir / "wandb_id"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    atomic.write_text(path, run_id + "\n")
+    return run_id
 
 
 def build_trainer(cfg: RunConfig, run_dir: Path, refresh: IndexRefreshCallback, progress: bool = True,
@@ -223,7 +237,9 @@ def build_trainer(cfg: RunConfig, run_dir: Path, refresh: IndexRefreshCallback, 
                      log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0, callbacks=callbacks,
                      logger=(log and _loggers(cfg, run_dir)) or False, enable_progress_bar=progress,
                      enable_model_summary=False, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
-                     use_distributed_sampler=False)  # the datamodule shards, resumably
+                     accumulate_grad_batches=t.accumulate_grad_batches, max_time=t.max_time,
+                     use_distributed_sampler=False,  # the datamodule shards, resumably
+                     **t.args)
 
 
 def run_dir_of(checkpoint: Path) -> Path:
