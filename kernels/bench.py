@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from rag_e2e import atomic
-from rag_e2e.tuning import host_string
+from rag_e2e.tuning import cpu_model, host_string
 
 from . import _autotune
 from . import topk as topk_mod
@@ -151,8 +151,7 @@ def run(args: argparse.Namespace) -> dict:
     dtypes = args.dtype or (["float16"] if device.type == "cuda" else ["float32", "bfloat16"])
     copy_gbs = _copy_bandwidth_gbs(device) if device.type == "cuda" else None
     n_values, b_values, k_values = _grid(device, args.quick)
-    n_values, b_values, k_values = (getattr(args, "n", None) or n_values, getattr(args, "b", None) or b_values,
-                                    getattr(args, "k", None) or k_values)
+    n_values, b_values, k_values = args.n or n_values, args.b or b_values, args.k or k_values
     rows = []
     for n_docs in n_values:
         for dtype_name in dtypes:
@@ -187,13 +186,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"cpu: {line.split(':', 1)[1].strip()}"
-    except OSError:
-        pass
-    return "cpu"
+    model = cpu_model()
+    return f"cpu: {model}" if model else "cpu"
 
 
 def _ratio(x: float | None) -> str:

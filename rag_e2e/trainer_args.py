@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 
@@ -27,7 +28,7 @@ def check_trainer_args(args: dict) -> None:
     known = trainer_keywords()
     for key in args:
         if key in OWNED:
-            top = f"`trainer.{key}`" if key in _TOP_LEVEL else "rag_e2e itself"
+            top = f"`trainer.{key}`" if key in _config_keys() else "rag_e2e itself"
             raise ConfigError(f"`trainer.args.{key}` is set by {top}; remove it from trainer.args")
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
@@ -35,8 +36,8 @@ def check_trainer_args(args: dict) -> None:
             raise ConfigError(f"`trainer.args.{key}` is not a lightning.Trainer argument{hint}")
 
 
-# Owned keys that a `trainer.*` key of RunConfig sets.
-_TOP_LEVEL = frozenset({
-    "accelerator", "strategy", "devices", "num_nodes", "precision", "max_steps", "max_time", "val_check_interval",
-    "limit_val_batches", "log_every_n_steps", "accumulate_grad_batches", "gradient_clip_val",
-})
+def _config_keys() -> set[str]:
+    """The owned keys a `trainer.*` key of the run config sets (its other keys are rag_e2e's own)."""
+    from rag_e2e.config import TrainerConfig
+
+    return {f.name for f in dataclasses.fields(TrainerConfig)} & OWNED

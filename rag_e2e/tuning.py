@@ -27,16 +27,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RAG_E2E_CACHE", Path.home() / ".cache" / "rag_e2e")) / "tuning"
 
 
-def host_string() -> str:
-    """What a measurement depends on besides its inputs: the CPU model, the cores torch uses, torch's version."""
-    model = platform.processor() or platform.machine()
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else None."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+def host_string() -> str:
+    """What a measurement depends on besides its inputs: the CPU model, the cores torch uses, torch's version."""
+    model = cpu_model() or platform.processor() or platform.machine()
     return f"{model} | {os.cpu_count()} cpus | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 

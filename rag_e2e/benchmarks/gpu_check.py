@@ -33,7 +33,7 @@ from rag_e2e.kernels import bench, topk_scores, topk_scores_reference
 from rag_e2e.kernels import topk as topk_mod
 from rag_e2e.tuning import host_string
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_DTYPES = {name: bench._DTYPES[name] for name in ("float32", "bfloat16")}  # the correctness check's dtypes
 BANDWIDTH_GOAL = 0.85  # fraction of copy bandwidth for B <= 256
 
 # The tiny synthetic system of the test suite, trained end to end (tests/helpers.py TINY, at GPU batch sizes).
