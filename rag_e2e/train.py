@@ -327,8 +327,9 @@ def _train_locked(cfg: RunConfig, run_dir: Path, progress: bool, first: bool) ->
     started = time.time()
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = last.is_file()
-    if resume and first:  # rank 0, before DDP starts the others (SLURM starts all ranks at once)
-        for folder in (run_dir, run_dir / "checkpoints", run_dir / "index"):  # debris of writes a kill interrupted
+    if first:  # rank 0, before DDP starts the others (SLURM starts all ranks at once)
+        # debris of writes a kill interrupted, resuming or not (a run killed before its first checkpoint starts over)
+        for folder in (run_dir, run_dir / "checkpoints", run_dir / "index"):
             atomic.remove_leftovers(folder)
     parts = assemble(cfg, progress=progress, run_dir=run_dir)
     trainer = build_trainer(cfg, run_dir, parts.refresh, progress)

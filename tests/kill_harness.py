@@ -4,9 +4,12 @@
 
 Points (n counts from 1):
     step          in the middle of training step n (after the forward pass, before backward)
+    optimizer     right after the optimizer update of step n (weights moved; step count, checkpoint not yet)
+    validation    mid-validation: right after the n-th validation batch (its metrics accumulated, not logged)
     build         inside the n-th index build (sync refresh, or the async worker), after half the corpus is encoded
     checkpoint    while the n-th checkpoint file is being written (half of its bytes are on disk)
     index_save    while the n-th saved index is being written (its vectors are on disk, meta.json is not)
+    embeddings    in an encoding into `index.embeddings_dir`: the n-th shard is on disk, progress.json does not list it
     none          never: the uninterrupted reference run
 """
 
@@ -41,6 +44,27 @@ def _arm(point: str, n: int) -> None:
             return loss
 
         RagLitModule.training_step = training_step
+    elif point == "optimizer":
+        from rag_e2e.lightning.module import RagLitModule
+
+        def optimizer_step(self, *args, **kwargs):
+            super(RagLitModule, self).optimizer_step(*args, **kwargs)
+            if due():
+                _kill()
+
+        RagLitModule.optimizer_step = optimizer_step
+    elif point == "validation":
+        from rag_e2e.lightning.module import RagLitModule
+
+        original_val = RagLitModule.validation_step
+
+        def validation_step(self, batch, batch_idx):
+            out = original_val(self, batch, batch_idx)  # this batch's metrics are accumulated, the epoch's are not
+            if due():
+                _kill()
+            return out
+
+        RagLitModule.validation_step = validation_step
     elif point == "build":
         from rag_e2e.retrieval.refresh import IndexBuilder
 
@@ -85,6 +109,17 @@ def _arm(point: str, n: int) -> None:
             return original_meta(meta, file)
 
         index_io._write_meta = write_meta
+    elif point == "embeddings":
+        from rag_e2e.retrieval import embeddings
+
+        original_progress = embeddings._write_progress
+
+        def write_progress(out_dir, record):
+            if due():
+                _kill()
+            return original_progress(out_dir, record)
+
+        embeddings._write_progress = write_progress
     elif point != "none":
         raise SystemExit(f"unknown kill point {point!r}")
 

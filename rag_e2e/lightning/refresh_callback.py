@@ -254,6 +254,8 @@ class IndexRefreshCallback(L.Callback):
         self._initial_embeddings = _path(state.get("initial_embeddings"))
         self._live_embeddings = _path(state.get("live_embeddings"))
         path = state.get("index_path")
+        # the saved indexes of older checkpoints still on disk, pruned later as the uninterrupted run prunes them
+        self._checkpointed = [p for p in state.get("checkpointed", []) if p != path]
         if path is None or state.get("world_size") != trainer.world_size:
             return False
         try:
@@ -263,7 +265,7 @@ class IndexRefreshCallback(L.Callback):
             print(f"index refresh: cannot reload the live index ({err}); re-encoding the corpus")
             return False
         self.index_path, self.encoder_fingerprint = path, meta.encoder_fingerprint
-        self._checkpointed = [path]
+        self._checkpointed.append(path)
         pl_module.swap_index(self.builder.shard_index(local, trainer.global_rank, trainer.world_size))
         return True
 
@@ -398,7 +400,8 @@ class IndexRefreshCallback(L.Callback):
                 "encoder_fingerprint": self.encoder_fingerprint, "world_size": self._world_size,
                 "history": self.history, "skipped": self.skipped, "corpus_fingerprint": self.corpus_fingerprint,
                 "initial_embeddings": _str(self._initial_embeddings), "live_embeddings": _str(self._live_embeddings),
-                "row_steps": self.row_steps.clone(), "hits": self.hits.clone()}
+                "row_steps": self.row_steps.clone(), "hits": self.hits.clone(),
+                "checkpointed": list(self._checkpointed)}  # saved indexes that checkpoints on disk may name
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._restored = dict(state_dict)
