@@ -4,6 +4,7 @@
                  {"questions": ["...", ...], "k": 5} -> {"answers": [...]}
     GET  /health -> {"status": "ok", "passages": N, ...}   the process is alive
     GET  /ready  -> {"ready": true} (503 while starting or stopping)   the model is loaded and answering
+    GET  /docs, /openapi.json                                          the API, from the models in api_models.py
 
 Malformed requests get a 4xx whose JSON body says what is wrong ({"error": "..."}): 400 for a body that is not a
 JSON object or has unknown fields, 413 for a body over `max_body_bytes`, 422 for a missing or out-of-range field,
@@ -24,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import math
 import socket
 import sys
@@ -38,6 +38,16 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from rag_e2e.inference.api_models import (
+    AnswerOut,
+    AnswersOut,
+    ErrorOut,
+    HealthOut,
+    ReadyOut,
+    RequestError,
+    ask_request_model,
+    parse_ask,
+)
 from rag_e2e.inference.pipeline import Answer, RagPipeline
 
 
@@ -73,47 +83,6 @@ class Overloaded(Exception):
         super().__init__(f"server overloaded: {waiting} questions waiting (max_queue={max_queue}); retry after "
                          f"{retry_after_s} s")
         self.retry_after_s = retry_after_s
-
-
-class RequestError(Exception):
-    """A request the server refuses: HTTP `status` and a message saying what is wrong."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def parse_ask(body: bytes, limits: ServeLimits, default_k: int, corpus_size: int) -> tuple[list[str], int, bool]:
-    """(questions, k, single) from a POST /ask body, or a RequestError naming the field at fault."""
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RequestError(400, f"body is not valid JSON: {getattr(err, 'msg', err)}") from None
-    if not isinstance(payload, dict):
-        raise RequestError(400, f"body must be a JSON object, got {type(payload).__name__}")
-    unknown = sorted(set(payload) - {"question", "questions", "k"})
-    if unknown:
-        raise RequestError(400, f"unknown field `{unknown[0]}` (fields: question or questions, k)")
-    if ("question" in payload) == ("questions" in payload):
-        raise RequestError(422, "give exactly one of `question` (a string) or `questions` (a list of strings)")
-    single = "question" in payload
-    questions = [payload["question"]] if single else payload["questions"]
-    if not isinstance(questions, list) or not questions:
-        raise RequestError(422, "`questions` must be a non-empty list of strings")
-    if len(questions) > limits.max_questions:
-        raise RequestError(422, f"`questions` has {len(questions)} entries; at most {limits.max_questions}")
-    name = "question" if single else "questions[{i}]"
-    for i, q in enumerate(questions):
-        if not isinstance(q, str) or not q.strip():
-            raise RequestError(422, f"`{name.format(i=i)}` must be a non-empty string")
-        if len(q) > limits.max_question_chars:
-            raise RequestError(422, f"`{name.format(i=i)}` has {len(q)} characters; at most "
-                                    f"{limits.max_question_chars}")
-    k = payload.get("k", default_k)
-    max_k = min(limits.max_k, corpus_size)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
-        raise RequestError(422, f"`k` must be an integer in [1, {max_k}], got {json.dumps(k)}")
-    return questions, k, single
 
 
 @dataclass
@@ -243,25 +212,35 @@ def create_app(pipeline: RagPipeline, limits: ServeLimits | None = None, api_key
     async def refuse(request: Request, err: RequestError) -> JSONResponse:
         return JSONResponse({"error": err.message}, status_code=err.status)
 
-    @app.get("/health")
+    max_k = min(limits.max_k, pipeline.index.size)
+    ask_model = ask_request_model(limits.max_questions, limits.max_question_chars, max_k)
+    refusals = {status: {"model": ErrorOut, "description": why} for status, why in (
+        (400, "not a JSON object, or an unknown field"), (401, "missing or wrong bearer token"),
+        (413, "body over max_body_bytes"), (422, "a missing or out-of-range field"),
+        (503, "overloaded (see Retry-After)"), (504, "not answered within request_timeout_s"))}
+
+    @app.get("/health", response_model=HealthOut)
     async def health() -> dict:
         return {"status": "ok", "passages": pipeline.index.size, "index": pipeline.index.kind,
-                "default_k": pipeline.settings.k, "max_k": min(limits.max_k, pipeline.index.size),
+                "default_k": pipeline.settings.k, "max_k": max_k,
                 "max_questions": limits.max_questions, "model_calls": batcher.calls,
                 "questions_answered": batcher.questions_answered, "questions_waiting": batcher.admitted,
                 "max_queue": limits.max_queue, "shed_503": batcher.shed, "timed_out_504": batcher.timed_out}
 
-    @app.get("/ready")
+    @app.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
     async def ready() -> JSONResponse:
         return JSONResponse({"ready": batcher.running}, status_code=200 if batcher.running else 503)
 
-    @app.post("/ask")
+    # The body is read by hand (to refuse an oversized one before reading it all), so its schema is declared here.
+    @app.post("/ask", response_model=AnswerOut | AnswersOut, responses=refusals, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": ask_model.model_json_schema()}}}})
     async def ask(request: Request) -> JSONResponse:
         if api_key is not None and not _bearer_matches(request.headers.get("authorization", ""), api_key):
             return JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer $RAG_E2E_API_KEY)"},
                                 status_code=401, headers={"WWW-Authenticate": "Bearer"})
         body = await _read_body(request, limits.max_body_bytes)
-        questions, k, single = parse_ask(body, limits, pipeline.settings.k, pipeline.index.size)
+        parsed = parse_ask(body, ask_model)
+        questions, k = parsed.batch, parsed.k or pipeline.settings.k
         try:
             answers = await batcher.ask(questions, k, limits.request_timeout_s)
         except Overloaded as err:
@@ -272,7 +251,7 @@ def create_app(pipeline: RagPipeline, limits: ServeLimits | None = None, api_key
                                 status_code=504)
         except Exception as err:
             return JSONResponse({"error": f"the model failed: {type(err).__name__}: {err}"}, status_code=500)
-        if single:
+        if parsed.question is not None:
             return JSONResponse(answers[0].to_dict())
         return JSONResponse({"answers": [a.to_dict() for a in answers]})
 
