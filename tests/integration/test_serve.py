@@ -107,3 +107,15 @@ def test_error_messages_name_the_field(server):
     r = httpx.post(f"{url}/ask", content=b"x" * 5000, timeout=30)
     assert r.status_code == 413 and "at most 4096" in r.json()["error"]
     assert httpx.get(f"{url}/ask", timeout=30).status_code == 405
+
+
+def test_openapi_documents_the_request_and_responses(server):
+    url, _, _ = server
+    spec = httpx.get(f"{url}/openapi.json", timeout=30).json()
+    ask = spec["paths"]["/ask"]["post"]
+    body = ask["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]) == {"question", "questions", "k"} and body["additionalProperties"] is False
+    assert {"maximum": 5, "minimum": 1, "type": "integer"} in body["properties"]["k"]["anyOf"]  # the server's max_k
+    assert {"200", "400", "401", "413", "422", "503", "504"} <= set(ask["responses"])
+    assert {"AnswerOut", "AnswersOut", "ErrorOut", "Citation"} <= set(spec["components"]["schemas"])
+    assert httpx.get(f"{url}/docs", timeout=30).status_code == 200
