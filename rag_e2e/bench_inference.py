@@ -78,7 +78,7 @@ def time_serve(path: Path, options: dict[str, str], questions: list[str], client
     """
     import httpx
 
-    with _server(path, options) as url:
+    with serve_process(path, options) as (url, _):
         httpx.post(f"{url}/ask", json={"question": questions[0]}, timeout=600).raise_for_status()  # warm-up
         todo = iter(questions)
         lock = threading.Lock()
@@ -105,8 +105,8 @@ def time_serve(path: Path, options: dict[str, str], questions: list[str], client
 
 
 @contextlib.contextmanager
-def _server(path: Path, options: dict[str, str], timeout_s: float = 300.0) -> Iterator[str]:
-    """`rag-e2e serve <path> <options>` on a free loopback port; yields its URL once /health answers."""
+def serve_process(path: Path, options: dict[str, str], timeout_s: float = 300.0) -> Iterator[tuple[str, int]]:
+    """`rag-e2e serve <path> <options>` on a free loopback port; yields (its URL, its pid) once /health answers."""
     import httpx
 
     with socket.socket() as sock:
@@ -129,7 +129,7 @@ def _server(path: Path, options: dict[str, str], timeout_s: float = 300.0) -> It
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"rag-e2e serve did not answer within {timeout_s:.0f} s") from None
                 time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:

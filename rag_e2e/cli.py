@@ -244,15 +244,15 @@ def cmd_serve(args: list[str]) -> int:
     from rag_e2e.inference.serve import ServeLimits, serve
 
     limits = {"max_body_bytes": "", "max_questions": "", "max_question_chars": "", "max_k": "", "max_batch": "",
-              "max_wait_ms": "", "max_queue": "", "request_timeout_s": ""}
+              "max_wait_ms": "", "max_queue": "", "request_timeout_s": "", "max_queue_wait_ms": ""}
     options = {"host": "127.0.0.1", "port": "8000", **PIPELINE_OPTIONS, **limits}
     rest = _positional(args, options)
     if len(rest) != 1:
         raise ConfigError("usage: rag-e2e serve <pipeline dir> [host=127.0.0.1] [port=8000] [max_batch=16] "
                           "[max_wait_ms=5] [max_k=20] [max_questions=32] [max_body_bytes=65536] [max_queue=256] "
-                          "[request_timeout_s=30]  (RAG_E2E_API_KEY: require a bearer token)")
+                          "[request_timeout_s=30] [max_queue_wait_ms=0]  (RAG_E2E_API_KEY: require a bearer token)")
     try:
-        chosen = {key: float(options[key]) if key in ("max_wait_ms", "request_timeout_s") else int(options[key])
+        chosen = {key: float(options[key]) if key.endswith(("_ms", "_s")) else int(options[key])
                   for key in limits if options[key]}
         port = int(options["port"])
         serve_limits = ServeLimits(**chosen)

@@ -11,9 +11,11 @@ JSON object or has unknown fields, 413 for a body over `max_body_bytes`, 422 for
 401 without the bearer token when one is set (`RAG_E2E_API_KEY`).
 
 Overload is shed, not queued without end: past `max_queue` questions admitted and unanswered a request gets 503
-with `Retry-After` (seconds, from the measured answer rate), and a request not answered within `request_timeout_s`
-gets 504 (its questions are dropped if the model has not started on them). On SIGTERM uvicorn stops accepting
-connections and lets the requests in flight finish (up to `request_timeout_s`) before the model thread stops.
+with `Retry-After` (seconds, from the measured answer rate); with a `max_queue_wait_ms` budget, so does a request
+whose questions ahead would take longer than that, or that waited longer than that unstarted; a request not
+answered within `request_timeout_s` gets 504 (its questions are dropped if the model has not started on them).
+On SIGTERM uvicorn stops accepting connections and lets the requests in flight finish (up to `request_timeout_s`)
+before the model thread stops.
 
 Concurrent requests are batched: a request waits at most `max_wait_ms` for others to join, and up to `max_batch`
 questions with the same k go through the model in one call. The model runs on one worker thread, so calls never
@@ -63,13 +65,16 @@ class ServeLimits:
     max_wait_ms: float = 5.0  # how long a request waits for others to batch with
     max_queue: int = 256  # questions admitted and not yet answered; past it, 503
     request_timeout_s: float = 30.0  # a request's deadline; past it, 504
+    # A latency budget for waiting (0: none). A request is refused (503) when the questions ahead of it would take
+    # longer than this at the measured answer rate, and dropped (503) if it waited longer than this unstarted.
+    max_queue_wait_ms: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_questions", "max_question_chars", "max_k", "max_batch", "max_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"set `{name}` >= 1")
-        if self.max_wait_ms < 0:
-            raise ValueError("set `max_wait_ms` >= 0")
+        if self.max_wait_ms < 0 or self.max_queue_wait_ms < 0:
+            raise ValueError("set `max_wait_ms` and `max_queue_wait_ms` >= 0")
         if self.request_timeout_s <= 0:
             raise ValueError("set `request_timeout_s` > 0")
         if self.max_queue < self.max_questions:
@@ -77,11 +82,10 @@ class ServeLimits:
 
 
 class Overloaded(Exception):
-    """More questions admitted than `max_queue`: the request is refused with 503 and `Retry-After`."""
+    """Past `max_queue` questions, or past the `max_queue_wait_ms` budget: refused with 503 and `Retry-After`."""
 
-    def __init__(self, waiting: int, max_queue: int, retry_after_s: int):
-        super().__init__(f"server overloaded: {waiting} questions waiting (max_queue={max_queue}); retry after "
-                         f"{retry_after_s} s")
+    def __init__(self, why: str, retry_after_s: int):
+        super().__init__(f"server overloaded: {why}; retry after {retry_after_s} s")
         self.retry_after_s = retry_after_s
 
 
@@ -90,13 +94,16 @@ class _Pending:
     questions: list[str]
     k: int
     future: asyncio.Future = field(repr=False)
+    arrived: float = field(default_factory=time.monotonic)
 
 
 class Batcher:
     """Collects concurrent requests into model calls of up to `max_batch` questions sharing one k."""
 
-    def __init__(self, pipeline: RagPipeline, max_batch: int, max_wait_s: float, max_queue: int = 256):
+    def __init__(self, pipeline: RagPipeline, max_batch: int, max_wait_s: float, max_queue: int = 256,
+                 max_queue_wait_s: float = 0.0):
         self.pipeline, self.max_batch, self.max_wait_s, self.max_queue = pipeline, max_batch, max_wait_s, max_queue
+        self.max_queue_wait_s = max_queue_wait_s
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-model")
         self.calls = self.questions_answered = self.admitted = self.shed = self.timed_out = 0
@@ -115,17 +122,23 @@ class Batcher:
             self._task.cancel()
         self.worker.shutdown(wait=True)
 
+    def expected_wait_s(self) -> float:
+        """Seconds until the questions admitted now are answered, at the answer rate measured so far (0 unmeasured)."""
+        return self.admitted * self.model_s / self.questions_answered if self.questions_answered else 0.0
+
     def retry_after_s(self) -> int:
-        """Seconds until the questions waiting now would be answered, at the answer rate measured so far."""
-        rate = self.questions_answered / self.model_s if self.model_s > 0 else 0.0
-        return max(1, math.ceil(self.admitted / rate)) if rate > 0 else 1
+        return max(1, math.ceil(self.expected_wait_s()))
 
     async def ask(self, questions: list[str], k: int, timeout_s: float | None = None) -> list[Answer]:
         """The answers, or Overloaded (nothing queued) past `max_queue`, or TimeoutError past `timeout_s` (the
         request's questions are then skipped if no model call has taken them yet)."""
         if self.admitted + len(questions) > self.max_queue:
             self.shed += 1
-            raise Overloaded(self.admitted, self.max_queue, self.retry_after_s())
+            raise Overloaded(f"{self.admitted} questions waiting (max_queue={self.max_queue})", self.retry_after_s())
+        if self.max_queue_wait_s and self.expected_wait_s() > self.max_queue_wait_s:
+            self.shed += 1
+            raise Overloaded(f"the {self.admitted} questions waiting take about {self.expected_wait_s():.3g} s "
+                             f"(max_queue_wait_ms={1000 * self.max_queue_wait_s:g})", self.retry_after_s())
         self.admitted += len(questions)
         future = asyncio.get_running_loop().create_future()
         try:
@@ -158,6 +171,17 @@ class Batcher:
         while True:
             batch = await self._collect()
             live = [item for item in batch if not item.future.done()]  # timed out or gone while queued: skipped
+            if self.max_queue_wait_s:  # waited past the budget unstarted: refused, not answered late
+                now, fresh = time.monotonic(), []
+                for item in live:
+                    if now - item.arrived > self.max_queue_wait_s:
+                        self.shed += 1
+                        item.future.set_exception(Overloaded(
+                            f"waited {now - item.arrived:.3g} s unstarted (max_queue_wait_ms="
+                            f"{1000 * self.max_queue_wait_s:g})", self.retry_after_s()))
+                    else:
+                        fresh.append(item)
+                live = fresh
             for k in dict.fromkeys(item.k for item in live):  # answers depend on k: one call per k
                 group = [item for item in live if item.k == k]
                 questions = [q for item in group for q in item.questions]
@@ -197,7 +221,8 @@ def create_app(pipeline: RagPipeline, limits: ServeLimits | None = None, api_key
     """The FastAPI app serving `pipeline` (run it with uvicorn; see `serve`). With `api_key`, POST /ask needs
     `Authorization: Bearer <api_key>` (/health and /ready stay open for probes)."""
     limits = limits or ServeLimits()
-    batcher = Batcher(pipeline, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue)
+    batcher = Batcher(pipeline, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue,
+                      limits.max_queue_wait_ms / 1000)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

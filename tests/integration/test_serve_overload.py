@@ -57,6 +57,32 @@ def test_past_max_queue_requests_get_503_with_retry_after_and_the_admitted_are_a
     assert slow.calls == codes.count(200)  # a shed request never reached the model
 
 
+def test_with_a_queue_wait_budget_answered_requests_never_wait_past_it(pipeline):
+    delay_s, budget_s = 0.2, 0.3
+    slow = SlowPipeline(pipeline, delay_s)
+    limits = ServeLimits(max_batch=1, max_wait_ms=0, max_queue=256, max_queue_wait_ms=1000 * budget_s)
+    with running(create_app(slow, limits)) as url:
+        def ask(i):
+            t0 = time.perf_counter()
+            r = httpx.post(f"{url}/ask", json={"question": f"question {i}?"}, timeout=30)
+            return r, time.perf_counter() - t0
+
+        with ThreadPoolExecutor(12) as pool:
+            first = list(pool.map(ask, range(12)))  # the rate is unmeasured: refused when they waited too long
+            second = list(pool.map(ask, range(12)))  # measured: refused at the door
+        health = httpx.get(f"{url}/health", timeout=30).json()
+    for wave in (first, second):
+        codes = [r.status_code for r, _ in wave]
+        assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 6, codes
+        # answered: at most the budget waiting, then its own call (and one call in flight ahead of it); 0.25 s slack
+        assert all(t <= budget_s + 2 * delay_s + 0.25 for r, t in wave if r.status_code == 200)
+        for r, _ in wave:
+            if r.status_code == 503:
+                assert "max_queue_wait_ms=300" in r.json()["error"] and int(r.headers["retry-after"]) >= 1
+    assert health["shed_503"] == sum(r.status_code == 503 for r, _ in first + second)
+    assert slow.calls == sum(r.status_code == 200 for r, _ in first + second)  # the refused never reached it
+
+
 def test_past_the_deadline_a_request_gets_504_and_its_queued_questions_are_skipped(pipeline):
     slow = SlowPipeline(pipeline, 0.6)
     limits = ServeLimits(max_batch=1, max_wait_ms=0, request_timeout_s=0.3)
