@@ -8,6 +8,7 @@ loss or kernel crash, not only a killed process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -17,6 +18,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+
+from rag_e2e.errors import DiskFullError
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 # .<name>.<pid>-<hex>.tmp (write_file, write_files), .<name>.saving-<random> and .<name>.old-<hex> (directory)
 _LEFTOVER = re.compile(r"\..+\.(\d+-[0-9a-f]{8}\.tmp|saving-[A-Za-z0-9_]+|old-[0-9a-f]{8})")
 
@@ -53,8 +59,11 @@ def write_file(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = _disk_full(err, path)  # before the cleanup frees the space again
         tmp.unlink(missing_ok=True)
+        if full:
+            raise full from err
         raise
     fsync_dir(path.parent)
     return path
@@ -88,6 +97,10 @@ def write_files(out_dir: str | Path, writers: dict[str, Callable[[Path], None]])
             fsync_file(temps[name])
         for name, tmp in temps.items():
             os.replace(tmp, out_dir / name)
+    except OSError as err:
+        if full := _disk_full(err, out_dir / name):
+            raise full from err
+        raise
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)  # only left over if a writer failed
@@ -114,10 +127,77 @@ def directory(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
                 fsync_file(file)
         fsync_dir(tmp)
         _swap_in(tmp, path, replace)
-    except BaseException:
+    except BaseException as err:
+        full = _disk_full(err, path)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise full from err
         raise
     fsync_dir(path.parent)
+
+
+def new_memmap(file: str | Path, dtype: str | np.dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new .npy file of `shape` opened for writing, its disk space allocated up front.
+
+    A memory map writes through page faults: on a full disk the kernel kills the process with SIGBUS (no exception,
+    no message). Allocating every block first turns that into a DiskFullError here, before any work is done.
+    """
+    array = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
+    try:
+        allocate(file)
+    except BaseException:
+        del array
+        Path(file).unlink(missing_ok=True)
+        raise
+    return array
+
+
+def allocate(file: str | Path) -> None:
+    """Reserve the disk blocks of `file`'s whole length (a sparse file gets real ones); DiskFullError if they are not
+    there. A no-op where the OS or filesystem cannot (no posix_fallocate, or EOPNOTSUPP)."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(file, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if full := _disk_full(err, Path(file)):
+            raise full from err
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _disk_full(err: BaseException, path: Path) -> DiskFullError | None:
+    """The one-line error for an out-of-space write to `path`, or None for any other failure.
+
+    ENOSPC/EDQUOT say so. Some writers do not: numpy's `tofile` raises an OSError with no errno on a short write,
+    torch.save a RuntimeError from its zip writer ("unexpected pos"). Those count as out of space when the
+    filesystem has under `_NEARLY_FULL` bytes left.
+    """
+    if not isinstance(err, (OSError, RuntimeError)) or isinstance(err, DiskFullError):
+        return None
+    code = getattr(err, "errno", None)
+    if code in _FULL:
+        return DiskFullError(path, code, os.strerror(code))
+    if code is None and _free_bytes(path) < _NEARLY_FULL:
+        return DiskFullError(path, errno.ENOSPC, f"{err}; {_free_bytes(path)} bytes free")
+    return None
+
+
+_NEARLY_FULL = 1 << 20
+
+
+def _free_bytes(path: Path) -> int:
+    """Bytes this user may still write on the filesystem holding `path` (or its nearest existing parent)."""
+    for folder in (path, *path.parents):
+        try:
+            stat = os.statvfs(folder)
+        except OSError:
+            continue
+        return stat.f_bavail * stat.f_frsize
+    return _NEARLY_FULL
 
 
 def remove_leftovers(folder: str | Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -279,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[argv[0]](argv[1:])
     except RagE2EError as err:
         print(f"rag-e2e: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk outside the atomic writers (which name their file): still one line
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"rag-e2e: error: {err.filename or 'a write'}: no space left on the disk ({err.strerror})",
+              file=sys.stderr)
         return 2
 
 

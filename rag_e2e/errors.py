@@ -32,3 +32,18 @@ class ConfigError(RagE2EError):
 
 class TrainingDivergedError(RagE2EError):
     """The training loss became NaN or infinite; the message names the step and the batch's question ids."""
+
+
+class DiskFullError(RagE2EError, OSError):
+    """A write ran out of disk space (ENOSPC or a quota); the message names the file, and what it replaces is intact.
+
+    Also an OSError (with its errno), so that code handling I/O failures in general handles this one too.
+    """
+
+    def __init__(self, path: str | Path, errno: int, reason: str):
+        super().__init__(f"{path}: no space left on the disk while writing it ({reason}); nothing was replaced, the "
+                         "previous version is intact: free some space and run again")
+        self.errno, self.filename = errno, str(path)
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno 28] ..." built from the attributes above
+        return str(self.args[0])

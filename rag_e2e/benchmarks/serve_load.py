@@ -107,6 +107,7 @@ def summarize(results: list[tuple[int, float, str]], seconds: float) -> dict:
     return {"requests": len(results), "answers_per_s": len(answered) / seconds,
             "p50_ms": 1000 * percentile(answered, 50) if answered else None,
             "p99_ms": 1000 * percentile(answered, 99) if answered else None,
+            "max_ms": 1000 * max(answered) if answered else None,
             "share_503": codes.get("503", 0) / n, "share_504": codes.get("504", 0) / n,
             "other_status": {c: v for c, v in codes.items() if c not in ("200", "503", "504")},
             "tracebacks": sum("Traceback" in body for _, _, body in results)}
@@ -128,16 +129,28 @@ async def baseline(url: str, clients: int, seconds: float) -> dict:
     return {"capacity_answers_per_s": capacity, "unloaded": unloaded}
 
 
+async def _model_time(session, url: str) -> tuple[float, int]:
+    """(seconds inside model calls, questions answered) so far, from the server's /health."""
+    async with session.get(f"{url}/health") as r:
+        health = await r.json()
+    return health["model_seconds"], health["questions_answered"]
+
+
 async def overload(url: str, pid: int, capacity: float, levels: list[float], seconds: float) -> list[dict]:
-    """One row per level: open-loop arrivals at level × capacity."""
+    """One row per level: open-loop arrivals at level × capacity. `model_ms_per_answer` (the server's own time per
+    answer during the level) tells a slower model (CPU taken by the load) from queueing."""
     async with _session() as session:
         await closed_loop(session, url, 2, 1.0)  # warm-up (a fresh server measures its answer rate)
         rows = []
         for level in levels:
+            model_s, answered = await _model_time(session, url)
             with RssSampler(pid) as rss:
                 results, achieved = await open_loop(session, url, level * capacity, seconds)
+            model_s2, answered2 = await _model_time(session, url)
+            per_answer = 1000 * (model_s2 - model_s) / (answered2 - answered) if answered2 > answered else None
             row = {"level": level, "offered_per_s": level * capacity, "achieved_per_s": achieved,
-                   **summarize(results, seconds), "rss_max_mb": max(rss.samples), "rss_last_mb": rss.samples[-1]}
+                   **summarize(results, seconds), "model_ms_per_answer": per_answer,
+                   "rss_max_mb": max(rss.samples), "rss_last_mb": rss.samples[-1]}
             rows.append(row)
             print(_line(row), flush=True)
             await asyncio.sleep(1.0)  # let the queue drain before the next level
@@ -157,14 +170,15 @@ def goal(result: dict) -> dict:
     return {**checks, "met": all(checks.values())}
 
 
-HEADER = f"{'load':>5} {'offered/s':>10} {'sent/s':>8} {'answers/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'503':>6} " \
-         f"{'504':>6} {'other':>6} {'RSS MB':>7}"
+HEADER = f"{'load':>5} {'offered/s':>10} {'sent/s':>8} {'answers/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} " \
+         f"{'model ms':>8} {'503':>6} {'504':>6} {'other':>6} {'RSS MB':>7}"
 
 
 def _line(r: dict) -> str:
     fmt = lambda v: f"{v:8.1f}" if v is not None else f"{'-':>8}"  # noqa: E731
     return (f"{r['level']:>4g}× {r['offered_per_s']:10.1f} {r['achieved_per_s']:8.1f} {r['answers_per_s']:9.1f} "
-            f"{fmt(r['p50_ms'])} {fmt(r['p99_ms'])} {r['share_503']:6.1%} {r['share_504']:6.1%} "
+            f"{fmt(r['p50_ms'])} {fmt(r['p99_ms'])} {fmt(r['max_ms'])} {fmt(r['model_ms_per_answer'])} "
+            f"{r['share_503']:6.1%} {r['share_504']:6.1%} "
             f"{sum(r['other_status'].values()):6d} {r['rss_max_mb']:7.0f}")
 
 

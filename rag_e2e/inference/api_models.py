@@ -52,6 +52,7 @@ class HealthOut(BaseModel):
     max_questions: int
     model_calls: int
     questions_answered: int
+    model_seconds: float  # time inside model calls: model_seconds / questions_answered is the answer cost
     questions_waiting: int
     max_queue: int
     shed_503: int

@@ -249,7 +249,8 @@ def create_app(pipeline: RagPipeline, limits: ServeLimits | None = None, api_key
         return {"status": "ok", "passages": pipeline.index.size, "index": pipeline.index.kind,
                 "default_k": pipeline.settings.k, "max_k": max_k,
                 "max_questions": limits.max_questions, "model_calls": batcher.calls,
-                "questions_answered": batcher.questions_answered, "questions_waiting": batcher.admitted,
+                "questions_answered": batcher.questions_answered,
+                "model_seconds": batcher.model_s, "questions_waiting": batcher.admitted,
                 "max_queue": limits.max_queue, "shed_503": batcher.shed, "timed_out_504": batcher.timed_out}
 
     @app.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})

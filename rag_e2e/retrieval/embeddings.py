@@ -167,7 +167,7 @@ def _open_array(out_dir: Path, settings: dict, *, resuming: bool) -> np.memmap:
             raise RagE2EError(f"{file} is missing but {out_dir / PROGRESS_FILE} lists finished shards; "
                               "delete the directory to start over")  # fmt: skip
         shape = (settings["size"], settings["dim"])
-        return np.lib.format.open_memmap(file, mode="w+", dtype=settings["dtype"], shape=shape)
+        return atomic.new_memmap(file, settings["dtype"], shape)
     array = np.load(file, mmap_mode="r+", allow_pickle=False)
     _check_array(file, array, settings)
     return array

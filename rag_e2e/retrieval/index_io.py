@@ -184,7 +184,7 @@ def _write_vectors(p_reps: torch.Tensor | np.ndarray, file: Path) -> None:
         return
     if _link_npy(p_reps, file):
         return
-    out = np.lib.format.open_memmap(file, mode="w+", dtype=p_reps.dtype, shape=p_reps.shape)
+    out = atomic.new_memmap(file, p_reps.dtype, p_reps.shape)
     for start in range(0, p_reps.shape[0], COPY_ROWS):  # a block at a time: p_reps may not fit in RAM
         out[start : start + COPY_ROWS] = p_reps[start : start + COPY_ROWS]
     out.flush()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rag_e2e import atomic
-from rag_e2e.errors import RagE2EError
+from rag_e2e.errors import DiskFullError, RagE2EError
 from rag_e2e.lightning.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from rag_e2e.retrieval.index import IndexMeta, build_index, load_index, save_index
 
@@ -27,8 +27,9 @@ def test_write_text_replaces_and_a_full_disk_keeps_the_old_file(tmp_path, monkey
         tmp.write_text("half")
         _disk_full()
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match="metrics.json: no space left on the disk") as caught:
         atomic.write_file(path, half_then_full)
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC  # still an OSError for callers
     assert path.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
 
@@ -128,3 +129,19 @@ def test_leftovers_of_killed_writes_are_recognised_and_only_they(tmp_path):
         (folder / "vectors.npy").write_text("half")
     assert sorted(atomic.remove_leftovers(tmp_path)) == sorted(debris)
     assert sorted(tmp_path.iterdir()) == sorted(keep)
+
+
+@pytest.mark.parametrize("error", [OSError("32000 requested and 16352 written"),  # numpy tofile's short write
+                                   RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos 128")])
+def test_a_writer_that_hides_enospc_is_called_disk_full_only_when_the_disk_is_full(tmp_path, monkeypatch, error):
+    def fails(tmp):
+        tmp.write_text("half")
+        raise error
+
+    monkeypatch.setattr(atomic, "_free_bytes", lambda path: 4096)
+    with pytest.raises(DiskFullError, match=r"x.bin: no space left on the disk .*4096 bytes free"):
+        atomic.write_file(tmp_path / "x.bin", fails)
+    monkeypatch.setattr(atomic, "_free_bytes", lambda path: 10 << 30)  # room left: the writer's own error
+    with pytest.raises(type(error)) as caught:
+        atomic.write_file(tmp_path / "x.bin", fails)
+    assert not isinstance(caught.value, DiskFullError) and list(tmp_path.iterdir()) == []
