@@ -37,7 +37,10 @@ USAGE = """usage: rag-e2e <command> [args]
                                        [nprobe=N nlist=N pq_m=N | ef_search=N hnsw_m=N]  (also for serve)
                                        answer with the cited passages (ids, titles, scores)
   serve <pipeline dir> [host=H] [port=P] [max_batch=N] [max_wait_ms=MS] [max_k=N] [max_questions=N]
-                                       HTTP JSON API: POST /ask, GET /health (dynamic batching)
+        [max_question_chars=N] [max_body_bytes=N] [max_queue=N] [request_timeout_s=S] [max_queue_wait_ms=MS]
+                                       HTTP JSON API: POST /ask, GET /health, /ready, /docs (dynamic batching;
+                                       503 past max_queue or the waiting budget, 504 past the deadline;
+                                       RAG_E2E_API_KEY set: a bearer token is required)
 
 overrides: `group=name` (e.g. experiment=squad/rag_end2end, data=squad) or `a.b=value` (e.g. trainer.max_steps=100)
 """
@@ -252,16 +255,40 @@ def cmd_serve(args: list[str]) -> int:
         raise ConfigError("usage: rag-e2e serve <pipeline dir> [host=127.0.0.1] [port=8000] [max_batch=16] "
                           "[max_wait_ms=5] [max_k=20] [max_questions=32] [max_body_bytes=65536] [max_queue=256] "
                           "[request_timeout_s=30] [max_queue_wait_ms=0]  (RAG_E2E_API_KEY: require a bearer token)")
+    chosen = {key: _number(key, options[key], float if key.endswith(("_ms", "_s")) else int)
+              for key in limits if options[key]}
+    port = _number("port", options["port"], int)
     try:
-        chosen = {key: float(options[key]) if key.endswith(("_ms", "_s")) else int(options[key])
-                  for key in limits if options[key]}
-        port = int(options["port"])
         serve_limits = ServeLimits(**chosen)
     except ValueError as err:
         raise ConfigError(f"rag-e2e serve: {err}") from None
     serve(load_pipeline(rest[0], options), host=options["host"], port=port, limits=serve_limits,
           api_key=os.environ.get("RAG_E2E_API_KEY") or None)
     return 0
+
+
+def _number(key: str, value: str, kind: type) -> int | float:
+    """`key=value` parsed as `kind`, or one line naming the key."""
+    from rag_e2e.errors import ConfigError
+
+    try:
+        return kind(value)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"`{key}` must be {what}, got {value!r}") from None
+
+
+def command_help(name: str) -> str:
+    """The usage lines of one command, cut from USAGE."""
+    lines, out = USAGE.splitlines(), []
+    for line in lines:
+        if line.startswith(f"  {name} "):
+            out.append(line)
+        elif out and line.startswith("     "):  # its continuation lines
+            out.append(line)
+        elif out:
+            break
+    return "usage: rag-e2e " + "\n".join(out).strip() + "\n"
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config, "report": cmd_report,
@@ -276,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv[0] != "train" and any(a in ("-h", "--help") for a in argv[1:]):  # train: Hydra's own --help
+        print(command_help(argv[0]))
+        return 0
     try:
         return COMMANDS[argv[0]](argv[1:])
     except RagE2EError as err:
