@@ -31,6 +31,9 @@ USAGE = """usage: rag-e2e <command> [args]
   prepare <files or folders...> out=DIR [chunk_tokens=N] [overlap=N] [tokenizer=NAME] [qa=SQUAD.json] [strict=true]
                                        raw .txt/.md/.html/.pdf/.jsonl -> passages.parquet + stats.json (resumable);
                                        qa= aligns a SQuAD file to the passages (qa.jsonl; train with data=prepared)
+  trec <run dir | predictions.jsonl> [out=DIR] [tag=NAME] [measures=nDCG@10,RR,Success@5]
+                                       the test retrieval as TREC run + qrels files, scored by ir_measures
+                                       (trec_eval's measures: nDCG@10 as BEIR reports it)
   export <run dir> <out dir> [checkpoint=PATH] [lora=merged|adapter] [overrides...]
                                        a self-contained pipeline folder (encoders, reader, passages, one index)
   ask <pipeline dir> "question"... [k=N] [--json] [index=hnsw|ivf_pq] [int8=true] [dtype=bfloat16] [compile=true]
@@ -123,6 +126,32 @@ def _report_pages(runs: list[RunResult], out_dir: Path | None) -> int:
     for run, name in zip(runs, page_names(runs)):
         page = write_html_report(run.path, out_dir / name if out_dir else None, label=run.label)
         print(f"wrote {page}")
+    return 0
+
+
+def cmd_trec(args: list[str]) -> int:
+    from rag_e2e.errors import ConfigError
+    from rag_e2e.eval import trec
+    from rag_e2e.eval.html_report import read_predictions
+
+    options = {"out": "", "tag": "", "measures": ",".join(trec.DEFAULT_MEASURES)}
+    rest = _positional(args, options)
+    if len(rest) != 1:
+        raise ConfigError("usage: rag-e2e trec <run dir | predictions.jsonl> [out=DIR] [tag=NAME] [measures=M,M]")
+    source = Path(rest[0])
+    path = source / "predictions.jsonl" if source.is_dir() else source
+    out = Path(options["out"]) if options["out"] else path.parent
+    measures = [m for m in options["measures"].split(",") if m]
+    try:
+        summary = trec.write(read_predictions(path), out, options["tag"] or path.parent.name or "rag_e2e", measures,
+                             source=path)
+    except (ValueError, NameError) as err:  # ir_measures: a measure it cannot parse, or does not know
+        raise ConfigError(f"rag-e2e trec: measures: {err}") from None
+    print(f"{summary['judged']} of {summary['questions']} questions judged (gold passage ids), "
+          f"{summary['retrieved_per_question']} passages each")
+    for name, value in summary["measures"].items():
+        print(f"  {name:<12} {value:.4f}")
+    print(f"wrote {out / 'run.trec'}, {out / 'qrels.trec'}, {out / 'trec_metrics.json'}")
     return 0
 
 
@@ -292,7 +321,7 @@ def command_help(name: str) -> str:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config, "report": cmd_report,
-            "prepare": cmd_prepare, "export": cmd_export,
+            "prepare": cmd_prepare, "export": cmd_export, "trec": cmd_trec,
             "ask": cmd_ask, "serve": cmd_serve}
 
 

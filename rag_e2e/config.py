@@ -400,12 +400,20 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    """W&B (offline unless WANDB_MODE=online) and CSV logging."""
+    """W&B (offline unless WANDB_MODE=online), CSV and TensorBoard logging; any together."""
 
     wandb: bool = True
     project: str = "rag_e2e"
     group: str | None = None
     csv: bool = True
+    tensorboard: bool = False  # <run_dir>/tensorboard/ (needs tensorboard or tensorboardX: rag_e2e[tensorboard])
+
+    def __post_init__(self) -> None:
+        import importlib.util
+
+        _check(not self.tensorboard or any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")),
+               "`logger.tensorboard=true` needs the tensorboard or tensorboardX package: "
+               "pip install 'rag_e2e[tensorboard]'")
 
 
 @dataclass

@@ -72,6 +72,29 @@ class ExperimentsConfigSource(FileConfigSource):
         return sorted(set(files))
 
 
+def group_options(configs_dir: Path) -> dict[str, list[str]]:
+    """Every `experiment=` and `sweep=` name, nested ones included (`squad/rag_end2end`), from the shipped configs
+    and `experiments/`; Hydra's own --help lists only a group's top level."""
+    roots = {"experiment": [configs_dir / "experiment", experiments_root()],
+             "sweep": [configs_dir / "sweep", experiments_root() / "sweeps"]}
+    names: dict[str, list[str]] = {}
+    for group, folders in roots.items():
+        found = set()
+        for folder in folders:
+            for file in folder.rglob("*.yaml") if folder.is_dir() else ():
+                name = file.relative_to(folder).with_suffix("").as_posix()
+                nested_sweep = group == "experiment" and folder == experiments_root() and name.startswith("sweeps/")
+                if not nested_sweep and _is_hydra_config(file):  # not experiments/wandb/'s W&B sweep specs
+                    found.add(name)
+        names[group] = sorted(found)
+    return names
+
+
+def _is_hydra_config(file: Path) -> bool:
+    with open(file, encoding="utf-8") as f:
+        return any(line.startswith("# @package _global_") for line, _ in zip(f, range(5)))
+
+
 def register() -> None:
     """Make the `rag-e2e-experiments://` scheme known to Hydra (idempotent)."""
     SourcesRegistry.instance().register(ExperimentsConfigSource)

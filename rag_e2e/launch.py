@@ -211,6 +211,20 @@ def main(args: list[str]) -> int:
         _run_hydra(args=parsed, args_parser=parser, task_function=_task, config_path=f"pkg://{CONFIG_MODULE}",
                    config_name=CONFIG_NAME)
     except SystemExit as done:  # Hydra exits 1 after printing its own errors; _task exits 2 after printing ours
-        return done.code if isinstance(done.code, int) else 1
-    return 0
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    else:
+        code = 0
+    if parsed.help and code == 0:
+        print(_all_experiments_help())
+    return code
+
+
+def _all_experiments_help() -> str:
+    """Every experiment and sweep by name, nested ones included (Hydra's help above lists a group's top level)."""
+    from rag_e2e.compose import config_dir
+    from rag_e2e.experiments_source import group_options
+
+    names = group_options(config_dir())
+    return ("== Every experiment (experiment=NAME) ==\n" + "\n".join(f"  {n}" for n in names["experiment"]) +
+            "\n\n== Every sweep (rag-e2e train -m sweep=NAME) ==\n" + "\n".join(f"  {n}" for n in names["sweep"]))
 

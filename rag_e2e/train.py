@@ -15,7 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import OmegaConf
 from transformers import AutoModel, PreTrainedTokenizerBase
@@ -29,7 +29,9 @@ from rag_e2e.kernels import force_cpu_search
 from rag_e2e.lightning.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from rag_e2e.lightning.datamodule import QACollator, RagDataModule
 from rag_e2e.lightning.module import RagLitModule
+from rag_e2e.lightning.progress import StepProgressBar
 from rag_e2e.lightning.refresh_callback import IndexRefreshCallback
+from rag_e2e.lightning.tensorboard import RunTensorBoardLogger
 from rag_e2e.losses import ObjectiveSettings
 from rag_e2e.models.generator import build_reader, frozen_weight_names
 from rag_e2e.models.rag import RagModel
@@ -199,6 +201,9 @@ def _loggers(cfg: RunConfig, run_dir: Path) -> list[Logger]:
     loggers: list[Logger] = []
     if cfg.logger.csv:
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+    if cfg.logger.tensorboard:
+        loggers.append(RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
+                                            default_hp_metric=False))
     if cfg.logger.wandb:
         os.environ.setdefault("WANDB_MODE", "offline")  # no network unless the user goes online
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -228,7 +233,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, refresh: IndexRefreshCallback, 
     callbacks = [refresh, ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step{step}",
                                           save_last=True, auto_insert_metric_name=False)]
     if progress:
-        callbacks.append(RichProgressBar())
+        callbacks.append(StepProgressBar())
     return L.Trainer(max_steps=t.max_steps, val_check_interval=t.val_check_interval, check_val_every_n_epoch=None,
                      limit_val_batches=t.limit_val_batches, accelerator=t.accelerator, devices=t.devices,
                      num_nodes=t.num_nodes,
@@ -360,6 +365,9 @@ def _train_locked(cfg: RunConfig, run_dir: Path, progress: bool, first: bool) ->
         _log_prediction_table(trainer, parts.module.predictions, parts.data.corpus, cfg.eval.num_qualitative)
         write_predictions(run_dir / "predictions.jsonl", parts.module.predictions)
         _write_json(run_dir / "metrics.json", metrics)
+    for logger in trainer.loggers:
+        if isinstance(logger, RunTensorBoardLogger):
+            logger.close()
     return run_dir / "metrics.json"
 
 

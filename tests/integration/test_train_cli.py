@@ -78,3 +78,16 @@ def test_generation_questions_answer_a_fixed_sample_and_retrieval_covers_all(tmp
     assert written_metrics(load_run_config(run_dir / "config.yaml", [])) <= metrics.keys()
     header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "val/recall@5" in header and "val/em" not in header  # validation scored retrieval only
+
+
+def test_logger_tensorboard_writes_event_files_with_the_logged_scalars(tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    args = [*TINY, f"output_dir={tmp_path}", "name=tb", "trainer.max_steps=4", "trainer.val_check_interval=2",
+            "trainer.log_every_n_steps=1", "logger=tensorboard"]
+    assert main(["train", *args]) == 0
+    run_dir = _run_dir(capsys.readouterr().out)
+    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and not (run_dir / "wandb").exists() and (run_dir / "csv" / "metrics.csv").is_file()
+    data = b"".join(e.read_bytes() for e in events)  # tags are stored verbatim in the event records
+    for tag in (b"init/mrr", b"train/loss", b"val/recall_5", b"test/recall_5"):  # TensorBoard writes @ as _
+        assert tag in data, tag
