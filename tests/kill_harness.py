@@ -25,6 +25,31 @@ def _kill() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _kill_before(module, name: str, due) -> None:
+    """Wrap `module.name` so that its call that `due()` picks is killed before it runs."""
+    original = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        if due():
+            _kill()
+        return original(*args, **kwargs)
+
+    setattr(module, name, wrapped)
+
+
+def _kill_after(owner, name: str, due) -> None:
+    """Wrap `owner.name` so that its call that `due()` picks runs, and then the process is killed."""
+    original = getattr(owner, name)
+
+    def wrapped(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if due():
+            _kill()
+        return out
+
+    setattr(owner, name, wrapped)
+
+
 def _arm(point: str, n: int) -> None:
     count = {"calls": 0}
 
@@ -35,15 +60,7 @@ def _arm(point: str, n: int) -> None:
     if point == "step":
         from rag_e2e.lightning.module import RagLitModule
 
-        original_step = RagLitModule.training_step
-
-        def training_step(self, batch, batch_idx):
-            loss = original_step(self, batch, batch_idx)
-            if due():
-                _kill()
-            return loss
-
-        RagLitModule.training_step = training_step
+        _kill_after(RagLitModule, "training_step", due)
     elif point == "optimizer":
         from rag_e2e.lightning.module import RagLitModule
 
@@ -56,15 +73,7 @@ def _arm(point: str, n: int) -> None:
     elif point == "validation":
         from rag_e2e.lightning.module import RagLitModule
 
-        original_val = RagLitModule.validation_step
-
-        def validation_step(self, batch, batch_idx):
-            out = original_val(self, batch, batch_idx)  # this batch's metrics are accumulated, the epoch's are not
-            if due():
-                _kill()
-            return out
-
-        RagLitModule.validation_step = validation_step
+        _kill_after(RagLitModule, "validation_step", due)  # this batch's metrics are accumulated, the epoch's not
     elif point == "build":
         from rag_e2e.retrieval.refresh import IndexBuilder
 
@@ -101,25 +110,11 @@ def _arm(point: str, n: int) -> None:
     elif point == "index_save":
         from rag_e2e.retrieval import index_io
 
-        original_meta = index_io._write_meta
-
-        def write_meta(meta, file):
-            if due():
-                _kill()
-            return original_meta(meta, file)
-
-        index_io._write_meta = write_meta
+        _kill_before(index_io, "_write_meta", due)
     elif point == "embeddings":
         from rag_e2e.retrieval import embeddings
 
-        original_progress = embeddings._write_progress
-
-        def write_progress(out_dir, record):
-            if due():
-                _kill()
-            return original_progress(out_dir, record)
-
-        embeddings._write_progress = write_progress
+        _kill_before(embeddings, "_write_progress", due)
     elif point != "none":
         raise SystemExit(f"unknown kill point {point!r}")
 

@@ -1,5 +1,5 @@
-"""kill -9 at 25 points of seeded runs, then resume with the same `run_dir=`: the resumed run ends exactly where the
-uninterrupted one does (CPU, one thread; tolerance zero).
+"""kill -9 at 26 points of seeded runs (one in `make test`, 25 `slow`), then resume with the same `run_dir=`: the
+resumed run ends exactly where the uninterrupted one does (CPU, one thread; tolerance zero).
 
 Kill points (tests/kill_harness.py): mid-step, right after an optimizer update, mid-validation, mid-refresh (sync
 and async), mid-checkpoint write, mid-index save, mid-embedding write (memmap shards), before and after the first
