@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 USAGE = """usage: rag-e2e <command> [args]
 
-  train [-m] [overrides...]            train and evaluate (Hydra's command line); prints `metrics: <path>` last;
+  train [-m] [-v] [overrides...]       train and evaluate (Hydra's command line); prints `metrics: <path>` last;
                                        -m runs a multirun: a grid (`retriever.k=1,5,10`) or a sweep file
                                        (`sweep=ablation_k`, `sweep=optuna_synthetic`), see README
   eval <checkpoint> [overrides...]     evaluate a checkpoint (config from its run directory)
@@ -50,8 +50,12 @@ overrides: `group=name` (e.g. experiment=squad/rag_end2end, data=squad) or `a.b=
 
 
 def cmd_train(args: list[str]) -> int:
+    from rag_e2e.console import VERBOSE_ENV
     from rag_e2e.launch import main as launch
 
+    if any(a in ("-v", "--verbose") for a in args):  # ours, not Hydra's: the libraries' notices too
+        os.environ[VERBOSE_ENV] = "1"
+        args = [a for a in args if a not in ("-v", "--verbose")]
     return launch(args)
 
 

@@ -23,6 +23,7 @@ from transformers import AutoModel, PreTrainedTokenizerBase
 from rag_e2e import atomic
 from rag_e2e.compose import to_yaml
 from rag_e2e.config import RunConfig
+from rag_e2e.console import quiet_libraries
 from rag_e2e.data.sources import RagData, load_data, sample_qids
 from rag_e2e.errors import ConfigError
 from rag_e2e.kernels import force_cpu_search
@@ -208,9 +209,12 @@ def _loggers(cfg: RunConfig, run_dir: Path) -> list[Logger]:
         os.environ.setdefault("WANDB_MODE", "offline")  # no network unless the user goes online
         os.environ.setdefault("WANDB_SILENT", "true")
         # One W&B run per run_dir: a resumed run continues it instead of starting a second one.
-        loggers.append(WandbLogger(project=cfg.logger.project, group=cfg.logger.group, name=run_dir.name,
-                                   save_dir=str(run_dir), config=OmegaConf.to_container(OmegaConf.structured(cfg)),
-                                   id=wandb_run_id(run_dir), resume="allow"))
+        wandb = WandbLogger(project=cfg.logger.project, group=cfg.logger.group, name=run_dir.name,
+                            save_dir=str(run_dir), config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+                            id=wandb_run_id(run_dir), resume="allow")
+        # Lightning always passes `anonymous` (None when unset), and W&B warns on every run that it has no effect
+        getattr(wandb, "_wandb_init", {}).pop("anonymous", None)
+        loggers.append(wandb)
     return loggers
 
 
@@ -315,6 +319,7 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
     checkpoints/last.ckpt, training resumes from it (weights, optimizer, refresh schedule and live index).
     `cfg.run_dir` must be set (the CLI sets it from Hydra's run directory).
     """
+    quiet_libraries()
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
