@@ -13,7 +13,7 @@ $(VENV)/bin/python:
 
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[all]"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed

@@ -85,6 +85,9 @@ def cmd_config(args: list[str]) -> int:
 
 
 def cmd_report(args: list[str]) -> int:
+    from rag_e2e.extras import require
+
+    require("report", "rag-e2e report")
     from rag_e2e.errors import ConfigError
     from rag_e2e.eval.paired import DEFAULT_PAIRED
     from rag_e2e.eval.report import DEFAULT_METRICS, collect_runs, update_readme, write_report
@@ -134,6 +137,9 @@ def _report_pages(runs: list[RunResult], out_dir: Path | None) -> int:
 
 
 def cmd_trec(args: list[str]) -> int:
+    from rag_e2e.extras import require
+
+    require("trec", "rag-e2e trec")
     from rag_e2e.errors import ConfigError
     from rag_e2e.eval import trec
     from rag_e2e.eval.html_report import read_predictions
@@ -169,6 +175,9 @@ def _positional(args: list[str], options: dict[str, str]) -> list[str]:
 
 
 def cmd_prepare(args: list[str]) -> int:
+    from rag_e2e.extras import require
+
+    require("prepare", "rag-e2e prepare")
     from rag_e2e.config import PrepareConfig
     from rag_e2e.errors import ConfigError
     from rag_e2e.prepare.pipeline import CORPUS, prepare
@@ -277,6 +286,9 @@ def cmd_ask(args: list[str]) -> int:
 
 
 def cmd_serve(args: list[str]) -> int:
+    from rag_e2e.extras import require
+
+    require("serve", "rag-e2e serve")
     from rag_e2e.errors import ConfigError
     from rag_e2e.inference.serve import ServeLimits, serve
 

