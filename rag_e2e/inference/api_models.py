@@ -114,7 +114,10 @@ def _one_line(err: ValidationError, model: type[AskRequest]) -> RequestError:
     errors = err.errors(include_url=False)
     unknown = [e for e in errors if e["type"] == "extra_forbidden"]
     if unknown:
-        return RequestError(400, f"unknown field `{unknown[0]['loc'][0]}` (fields: question or questions, k)")
+        # the client's own name, JSON-escaped (a name may hold a newline) and cut: still one short line
+        name = json.dumps(str(unknown[0]["loc"][0]))
+        name = name if len(name) <= 60 else name[:56] + '..."'
+        return RequestError(400, f"unknown field {name} (fields: question or questions, k)")
     e, limits = errors[0], model.limits
     loc = e["loc"]
     if not loc:  # the model validator
