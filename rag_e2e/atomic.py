@@ -181,8 +181,8 @@ def _disk_full(err: BaseException, path: Path) -> DiskFullError | None:
     code = getattr(err, "errno", None)
     if code in _FULL:
         return DiskFullError(path, code, os.strerror(code))
-    if code is None and _free_bytes(path) < _NEARLY_FULL:
-        return DiskFullError(path, errno.ENOSPC, f"{err}; {_free_bytes(path)} bytes free")
+    if code is None and (free := _free_bytes(path)) < _NEARLY_FULL:
+        return DiskFullError(path, errno.ENOSPC, f"{err}; {free} bytes free")
     return None
 
 

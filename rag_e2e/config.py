@@ -409,9 +409,9 @@ class LoggerConfig:
     tensorboard: bool = False  # <run_dir>/tensorboard/ (needs tensorboard or tensorboardX: rag_e2e[tensorboard])
 
     def __post_init__(self) -> None:
-        import importlib.util
+        from rag_e2e.extras import missing
 
-        _check(not self.tensorboard or any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")),
+        _check(not self.tensorboard or len(missing("tensorboard", "tensorboardX")) < 2,  # either writer will do
                "`logger.tensorboard=true` needs the tensorboard or tensorboardX package: "
                "pip install 'rag_e2e[tensorboard]'")
 

@@ -135,9 +135,9 @@ class Batcher:
         if self.admitted + len(questions) > self.max_queue:
             self.shed += 1
             raise Overloaded(f"{self.admitted} questions waiting (max_queue={self.max_queue})", self.retry_after_s())
-        if self.max_queue_wait_s and self.expected_wait_s() > self.max_queue_wait_s:
+        if self.max_queue_wait_s and (wait_s := self.expected_wait_s()) > self.max_queue_wait_s:
             self.shed += 1
-            raise Overloaded(f"the {self.admitted} questions waiting take about {self.expected_wait_s():.3g} s "
+            raise Overloaded(f"the {self.admitted} questions waiting take about {wait_s:.3g} s "
                              f"(max_queue_wait_ms={1000 * self.max_queue_wait_s:g})", self.retry_after_s())
         self.admitted += len(questions)
         future = asyncio.get_running_loop().create_future()
