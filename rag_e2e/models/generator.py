@@ -130,7 +130,9 @@ def build_reader(cfg: GeneratorConfig) -> Reader:
     """The reader `cfg` describes, behind the `Reader` protocol: seq2seq or causal LM, as its config says."""
     model, tokenizer = load_model(cfg)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5.25 renamed it (the old name warns and goes in v6); 5.20-5.24 have only the old one
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
         model.config.use_cache = False
     if cfg.lora.r > 0:
         if cfg.gradient_checkpointing:
