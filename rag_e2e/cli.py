@@ -28,6 +28,11 @@ USAGE = """usage: rag-e2e <command> [args]
   report --html <run dirs...> [out=DIR] [label=KEY,KEY]
                                        instead: one static page per run (metrics, plots, every test question
                                        with its passages); into each run dir as report.html, or out=DIR/<label>.html
+  data get <names...> [root=DIR] [from=FILE|DIR] [force=true]
+                                       fetch public datasets (squad nq_open covidqa trivia_qa psgs_w100) into the
+                                       data root the configs read (data.root: $RAG_E2E_DATA, default ./data);
+                                       from= a local copy instead of the network (checked by sha256)
+  data list                            each dataset, where it comes from and the files it writes
   prepare <files or folders...> out=DIR [chunk_tokens=N] [overlap=N] [tokenizer=NAME] [qa=SQUAD.json] [strict=true]
                                        raw .txt/.md/.html/.pdf/.jsonl -> passages.parquet + stats.json (resumable);
                                        qa= aligns a SQuAD file to the passages (qa.jsonl; train with data=prepared)
@@ -172,6 +177,29 @@ def _positional(args: list[str], options: dict[str, str]) -> list[str]:
     found, rest = split_options(args, options)
     options.update(found)
     return rest
+
+
+def cmd_data(args: list[str]) -> int:
+    from rag_e2e.data.catalog import DATASETS, data_root, get
+    from rag_e2e.errors import ConfigError
+
+    options = {"root": "", "from": "", "force": "false"}
+    rest = _positional(args, options)
+    if rest[:1] == ["list"] and len(rest) == 1:
+        for d in DATASETS.values():
+            print(f"{d.name:<10} {d.about}\n{'':<10} " + "  ".join(d.files))
+        return 0
+    if rest[:1] != ["get"] or len(rest) < 2:
+        raise ConfigError("usage: rag-e2e data get <names...> [root=DIR] [from=FILE|DIR] [force=true] | "
+                          f"rag-e2e data list  (datasets: {' '.join(DATASETS)})")
+    if options["force"] not in ("true", "false"):
+        raise ConfigError(f"`force` must be true or false, got {options['force']!r}")
+    for name in rest[1:]:
+        paths, fetched = get(name, options["root"] or None, options["from"] or None, force=options["force"] == "true")
+        for path in paths:
+            print(f"{name}: {path}" + ("" if fetched else "  (already there; force=true fetches again)"))
+    print(f"data root: {data_root(options['root'] or None)}")
+    return 0
 
 
 def cmd_prepare(args: list[str]) -> int:
@@ -337,7 +365,7 @@ def command_help(name: str) -> str:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config, "report": cmd_report,
-            "prepare": cmd_prepare, "export": cmd_export, "trec": cmd_trec,
+            "data": cmd_data, "prepare": cmd_prepare, "export": cmd_export, "trec": cmd_trec,
             "ask": cmd_ask, "serve": cmd_serve}
 
 

@@ -47,11 +47,17 @@ class SyntheticConfig:
                "`data.synthetic.num_reader_entities` or `data.synthetic.attributes_per_entity`")
 
 
+# Where the public datasets live (`rag-e2e data get` writes there; configs name files under ${data.root})
+DATA_ROOT_ENV = "RAG_E2E_DATA"
+DATA_ROOT_DEFAULT = "data"
+
+
 @dataclass
 class DataConfig:
     """Where questions and passages come from, and how they are split and batched."""
 
     source: str = "synthetic"
+    root: str = f"${{oc.env:{DATA_ROOT_ENV},{DATA_ROOT_DEFAULT}}}"  # the data root the dataset configs name files under
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     qa_path: str | None = None  # squad: the SQuAD JSON/zip (also the corpus); files: QA file for all splits
     qa_format: str = "auto"

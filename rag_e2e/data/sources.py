@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_e2e.config import DataConfig
+from rag_e2e.data.catalog import fetch_hint
 from rag_e2e.data.chunked import load_squad_chunked
 from rag_e2e.data.corpus import load_corpus
 from rag_e2e.data.qa import load_qa, load_squad, split_by_group
@@ -31,9 +32,14 @@ class RagData:
                 f"test {len(self.test)}; reader-only {len(self.reader)}")
 
 
-def _resolve(path: str, base: Path | None) -> Path:
+def _resolve(path: str, base: Path | None, key: str) -> Path:
+    """`path` (the value of config key `key`) against `base`; a missing file names the command that fetches it."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() or base is None else (base / p)
+    p = p if p.is_absolute() or base is None else (base / p)
+    if not p.exists():
+        hint = fetch_hint(p)
+        raise DataFormatError(p, None, None, f"file not found (`{key}`)" + (f"; {hint}" if hint else ""))
+    return p
 
 
 def _cap(examples: list[QAExample], limit: int | None, seed: int) -> list[QAExample]:
@@ -57,7 +63,7 @@ def _synthetic_kb(cfg: DataConfig):
 
 def _squad(cfg: DataConfig, base_dir: Path | None) -> tuple[list[QAExample], list[Passage]]:
     """A SQuAD-layout file: a passage per paragraph, or per `chunk_words` words of it."""
-    path = _resolve(cfg.qa_path, base_dir)
+    path = _resolve(cfg.qa_path, base_dir, "data.qa_path")
     return load_squad(path) if cfg.chunk_words is None else load_squad_chunked(path, cfg.chunk_words)
 
 
@@ -71,8 +77,9 @@ def load_corpus_of(cfg: DataConfig, base_dir: Path | None = None) -> tuple[list[
     if cfg.source == "synthetic":
         return _synthetic_kb(cfg).corpus, "the synthetic knowledge base"
     if cfg.source == "squad":
-        return _squad(cfg, base_dir)[1], str(_resolve(cfg.qa_path, base_dir))
-    return load_corpus(_resolve(cfg.corpus_path, base_dir), cfg.corpus_format), str(_resolve(cfg.corpus_path, base_dir))
+        return _squad(cfg, base_dir)[1], str(_resolve(cfg.qa_path, base_dir, "data.qa_path"))
+    path = _resolve(cfg.corpus_path, base_dir, "data.corpus_path")
+    return load_corpus(path, cfg.corpus_format), str(path)
 
 
 def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
@@ -91,10 +98,10 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
                                           unit=cfg.split_unit)
         # Reader-only examples: training questions with their gold paragraph ((context, query, response) pairs).
         data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context],
-                       corpus_source=str(_resolve(cfg.qa_path, base_dir)))
+                       corpus_source=str(_resolve(cfg.qa_path, base_dir, "data.qa_path")))
     else:
-        corpus = load_corpus(_resolve(cfg.corpus_path, base_dir), cfg.corpus_format)
-        questions = load_qa(_resolve(cfg.qa_path, base_dir), cfg.qa_format)
+        corpus = load_corpus(_resolve(cfg.corpus_path, base_dir, "data.corpus_path"), cfg.corpus_format)
+        questions = load_qa(_resolve(cfg.qa_path, base_dir, "data.qa_path"), cfg.qa_format)
         pids = {p.pid for p in corpus}
         for ex in questions:
             missing = [pid for pid in ex.gold_pids if pid not in pids]
@@ -106,12 +113,12 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
             train, dev, _ = split_by_group(questions, (train_frac / (train_frac + dev_frac),
                                                        dev_frac / (train_frac + dev_frac), 0.0), seed=cfg.split_seed,
                                            unit=cfg.split_unit)
-            test = load_qa(_resolve(cfg.test_path, base_dir), cfg.qa_format)
+            test = load_qa(_resolve(cfg.test_path, base_dir, "data.test_path"), cfg.qa_format)
         else:
             train, dev, test = split_by_group(questions, tuple(cfg.split_fractions), seed=cfg.split_seed,
                                               unit=cfg.split_unit)
         data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context],
-                       corpus_source=str(_resolve(cfg.corpus_path, base_dir)))
+                       corpus_source=str(_resolve(cfg.corpus_path, base_dir, "data.corpus_path")))
     data.dev = _cap(data.dev, cfg.max_eval_questions, cfg.split_seed)
     data.test = _cap(data.test, cfg.max_eval_questions, cfg.split_seed + 1)
     return data

@@ -20,10 +20,10 @@ def _names(specs: list[str]) -> set[str]:
 
 def test_the_core_holds_no_extras_package_and_all_holds_every_extra():
     core, optional = _names(PYPROJECT["dependencies"]), PYPROJECT["optional-dependencies"]
-    for extra in ("prepare", "serve", "report", "sweeps", "minilm", "readers", "tensorboard"):
+    for extra in ("prepare", "serve", "report", "sweeps", "data", "minilm", "readers", "tensorboard"):
         assert core.isdisjoint(_names(optional[extra])), extra
     listed = re.search(r"\[(.*)\]", optional["all"][0]).group(1).split(",")
-    assert set(listed) == {"prepare", "serve", "report", "sweeps", "minilm", "tensorboard", "readers"}
+    assert set(listed) == {"prepare", "serve", "report", "sweeps", "data", "minilm", "tensorboard", "readers"}
     assert not {"faiss-gpu-cu12"} & _names([d for e in listed for d in optional[e]])  # never beside faiss-cpu
 
 
@@ -37,15 +37,18 @@ def without(monkeypatch):
     return hide
 
 
-@pytest.mark.parametrize(("command", "module", "extra"), [(["serve", "x"], "fastapi", "serve"),
-                                                         (["prepare", "x", "out=y"], "trafilatura", "prepare"),
-                                                         (["report", "x"], "matplotlib", "report"),
-                                                         (["trec", "x"], "ir_measures", "report")])
-def test_a_command_without_its_extra_is_one_line_naming_it(command, module, extra, without, capsys):
+@pytest.mark.parametrize(("command", "module", "extra", "named"), [
+    (["serve", "x"], "fastapi", "serve", "serve"),
+    (["prepare", "x", "out=y"], "trafilatura", "prepare", "prepare"),
+    (["report", "x"], "matplotlib", "report", "report"),
+    (["trec", "x"], "ir_measures", "report", "trec"),
+    (["data", "get", "trivia_qa", "root=/nonexistent"], "datasets", "data", "data get trivia_qa"),
+])
+def test_a_command_without_its_extra_is_one_line_naming_it(command, module, extra, named, without, capsys):
     without(module)
     assert cli.main(command) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"rag-e2e: error: rag-e2e {command[0]} needs the [{extra}] extra ({module} not installed): "
+    assert err == [f"rag-e2e: error: rag-e2e {named} needs the [{extra}] extra ({module} not installed): "
                    f"pip install 'rag_e2e[{extra}]'"]
 
 
