@@ -40,14 +40,18 @@ test: dev readers
 test-pinned: dev readers
 	$(VENV)/bin/python -m pytest -q -m slow tests/integration/test_pinned_numbers.py::test_pinned_squad_table
 
-# The README's Results section: the open-domain SQuAD systems (resumable sweep), then tables, plots and the README.
+# The public datasets' root (configs' data.root): `rag-e2e data get NAME` writes there. This project's machines keep
+# them in ../shared/data; elsewhere ./data unless RAG_E2E_DATA says otherwise.
+export RAG_E2E_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
+
+# docs/experiments.md's Results block: the open-domain SQuAD systems (resumable sweep), then tables, plots and the page.
 RESULTS_DIR ?= experiments/results
 RESULTS_ARGS ?=
 results: install readers
 	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/rag-e2e train -m sweep=squad_llm_systems \
 		output_dir=$(RESULTS_DIR)/squad_llm $(RESULTS_ARGS); \
 	$(VENV)/bin/rag-e2e report $(RESULTS_DIR)/squad_llm/sweeps/squad_llm_systems out=$(RESULTS_DIR)/squad_llm \
-		title="Open-domain SQuAD v1.1, frozen Gemma-3-270m reader (CPU scale)" readme=README.md \
+		title="Open-domain SQuAD v1.1, frozen Gemma-3-270m reader (CPU scale)" readme=docs/experiments.md \
 		order=squad_llm_generator_only,squad_llm_fixed_retriever,squad_llm_rag_original,squad_llm_rag_end2end,squad_llm_gold_passage
 
 # The README's COVID-QA table: five systems x three seeds with the frozen Gemma-3-270m reader (resumable sweep, run
