@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hydra._internal.core_plugins.file_config_source import FileConfigSource
-from hydra._internal.sources_registry import SourcesRegistry
 from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigResult
+
+from rag_e2e.hydra_internals import FileConfigSource, register_source
 
 SCHEME = "rag-e2e-experiments"
 SEARCH_PATH = f"{SCHEME}://experiments"  # the path part is a label; the folder is found by `experiments_root`
@@ -97,4 +97,4 @@ def _is_hydra_config(file: Path) -> bool:
 
 def register() -> None:
     """Make the `rag-e2e-experiments://` scheme known to Hydra (idempotent)."""
-    SourcesRegistry.instance().register(ExperimentsConfigSource)
+    register_source(ExperimentsConfigSource)

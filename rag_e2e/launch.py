@@ -19,8 +19,6 @@ import os
 import sys
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra._internal.utils import _run_hydra, get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.errors import HydraException
@@ -40,6 +38,7 @@ from rag_e2e.compose import (
 from rag_e2e.config import RunConfig
 from rag_e2e.errors import ConfigError, RagE2EError
 from rag_e2e.eval.metrics import metric_names
+from rag_e2e.hydra_internals import get_args_parser, run_hydra, split_sweep_arguments
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 
@@ -106,7 +105,7 @@ def grid_points(overrides: list[str], base: DictConfig) -> list[list[str]]:
     """The basic sweeper's points: its `hydra.sweeper.params`, then the command line (which wins per key)."""
     params = [f"{key}={value}" for key, value in (base.hydra.sweeper.get("params") or {}).items()]
     try:
-        batches = BasicSweeper.split_arguments(parse_overrides(params + overrides), max_batch_size=None)
+        batches = split_sweep_arguments(parse_overrides(params + overrides), max_batch_size=None)
     except HydraException as err:
         raise ConfigError(f"command line: {describe(err)}") from None
     return [point for batch in batches for point in batch]
@@ -222,7 +221,7 @@ def main(args: list[str]) -> int:
     elif checks:
         check_command_line(parsed.overrides, multirun=False)
     try:
-        _run_hydra(args=parsed, args_parser=parser, task_function=_task, config_path=f"pkg://{CONFIG_MODULE}",
+        run_hydra(args=parsed, args_parser=parser, task_function=_task, config_path=f"pkg://{CONFIG_MODULE}",
                    config_name=CONFIG_NAME)
     except SystemExit as done:  # Hydra exits 1 after printing its own errors; _task exits 2 after printing ours
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
