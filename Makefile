@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 # CPU build from local disk on the project's machines; GPU users: `make demo TORCH_SPEC='torch>=2.4'`.
 TORCH_SPEC ?= torch==2.13.0
+# FAISS on CPU; GPU users `FAISS_EXTRA=gpu` (faiss-gpu and Triton: the two FAISS builds never go in together).
+FAISS_EXTRA ?= faiss
 PIP := $(VENV)/bin/pip
 DEMO_ARGS ?=
 
@@ -13,7 +15,7 @@ $(VENV)/bin/python:
 
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[all]"
+	$(PIP) install -q -e ".[all,$(FAISS_EXTRA)]"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed

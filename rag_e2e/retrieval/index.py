@@ -225,6 +225,9 @@ def build_index(
     """
     if kind == "exact":
         return ExactIndex(p_reps)
+    from rag_e2e.extras import require
+
+    require("faiss", f"index={kind}")
     options = dict(nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, hnsw_m=hnsw_m, ef_search=ef_search)
     return FaissIndex.build(kind, p_reps, **options, seed=seed)
 

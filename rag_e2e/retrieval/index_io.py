@@ -165,6 +165,9 @@ def read_index_dir(
 
 def read_faiss_file(path: str | Path, meta: IndexMeta) -> Any:
     """The CPU FAISS index saved at `path`, checked against `meta`."""
+    from rag_e2e.extras import require
+
+    require("faiss", f"reading the FAISS index in {path}")
     import faiss
 
     path = Path(path)

@@ -20,11 +20,37 @@ def _names(specs: list[str]) -> set[str]:
 
 def test_the_core_holds_no_extras_package_and_all_holds_every_extra():
     core, optional = _names(PYPROJECT["dependencies"]), PYPROJECT["optional-dependencies"]
-    for extra in ("prepare", "serve", "report", "sweeps", "data", "minilm", "readers", "tensorboard"):
+    for extra in ("prepare", "serve", "report", "sweeps", "data", "minilm", "readers", "tensorboard", "faiss", "gpu"):
         assert core.isdisjoint(_names(optional[extra])), extra
     listed = re.search(r"\[(.*)\]", optional["all"][0]).group(1).split(",")
     assert set(listed) == {"prepare", "serve", "report", "sweeps", "data", "minilm", "tensorboard", "readers"}
-    assert not {"faiss-gpu-cu12"} & _names([d for e in listed for d in optional[e]])  # never beside faiss-cpu
+
+
+def test_the_two_faiss_builds_are_never_in_one_extra():  # the same `faiss` module: one would overwrite the other
+    optional = PYPROJECT["optional-dependencies"]
+    expanded = {name: _names(specs) | {d for s in specs if s.startswith("rag_e2e[")
+                                       for e in re.search(r"\[(.*)\]", s).group(1).split(",")
+                                       for d in _names(optional[e])}
+                for name, specs in optional.items()}
+    assert "faiss-cpu" in expanded["faiss"] and "faiss-gpu-cu12" in expanded["gpu"]
+    assert [name for name, deps in expanded.items() if {"faiss-cpu", "faiss-gpu-cu12"} <= deps] == []
+    assert "faiss-cpu" not in expanded["all"] and "faiss-gpu-cu12" not in expanded["all"]
+
+
+def test_a_faiss_index_without_faiss_names_the_extra_and_exact_search_needs_none(monkeypatch):
+    import torch
+
+    from rag_e2e.errors import ConfigError
+    from rag_e2e.retrieval.index import build_index
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss raises ImportError; find_spec says absent
+    p_reps, queries = torch.randn(50, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+    with pytest.raises(ConfigError, match=r"^index=hnsw needs the \[faiss\] extra .*'rag_e2e\[gpu\]' on a CUDA"):
+        build_index("hnsw", p_reps.float())
+    scores, rows = build_index("exact", p_reps.float()).search(queries.float(), k=2)
+    expected = (queries @ p_reps.T).topk(2)  # float64 reference; random scores: no ties
+    assert rows.tolist() == expected.indices.tolist()
+    torch.testing.assert_close(scores.double(), expected.values, atol=1e-5, rtol=1e-5)
 
 
 @pytest.fixture
