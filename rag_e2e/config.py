@@ -480,7 +480,7 @@ class PrepareConfig:
     minhash_perm: int = 128  # MinHash permutations (more: finer Jaccard estimates, more memory per document)
     qa: str | None = None  # SQuAD-format JSON over the same documents: writes qa.jsonl with gold passage ids
     strict: bool = False  # a damaged file or record stops the run (DataFormatError) instead of being skipped
-    progress: bool = True  # tqdm progress bar on stderr
+    progress: bool = True  # a progress bar (rag_e2e.console.progress_bar)
 
     def __post_init__(self) -> None:
         _check(bool(self.out), "rag-e2e prepare needs `out=<dir>` (the output folder)")

@@ -20,10 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from rag_e2e.atomic import write_file, write_json
 from rag_e2e.config import PrepareConfig
+from rag_e2e.console import track
 from rag_e2e.errors import ConfigError, DataFormatError
 from rag_e2e.prepare.align import QARecord, gold_chunks, locate, read_qa
 from rag_e2e.prepare.chunk import TokenCounter, chunk_spans
@@ -94,7 +94,7 @@ def prepare(inputs: list[str | Path], cfg: PrepareConfig) -> dict[str, Any]:
                 "overlap": cfg.overlap, "minhash_perm": cfg.minhash_perm}
     manifest = Manifest(out, settings)
     resumed = 0
-    for key, path in tqdm(files, desc="extract", unit="file", disable=not cfg.progress):
+    for key, path in track(files, "extract", "files", enabled=cfg.progress):
         entry = manifest.finished(key, path)
         if entry is not None and ((entry.status == "skipped" and not cfg.strict) or has_shard(out, key)):
             resumed += 1
@@ -148,7 +148,7 @@ def _assemble(out: Path, files: list[tuple[str, Path]], manifest: Manifest, cfg:
         nonlocal documents
         batch: list[dict[str, Any]] = []
         with pq.ParquetWriter(tmp, CORPUS_SCHEMA) as writer:
-            for key in tqdm(done, desc="assemble", unit="file", disable=not cfg.progress):
+            for key in track(done, "assemble", "files", enabled=cfg.progress):
                 for doc in read_shard(out, key):
                     documents += 1
                     dup = deduper.offer(doc.doc_id, doc.text_hash, doc.signature)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rag_e2e import atomic
+from rag_e2e.console import progress_bar
 from rag_e2e.errors import RagE2EError
 
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -55,7 +55,7 @@ def encode_to_memmap(
         shard_size: passages per resumable unit of work.
         batch_size: rows per `encode_rows` call.
         fingerprint: identifies what is encoded (e.g. corpus + encoder fingerprints); a resumed run must match it.
-        progress: show a tqdm bar over passages.
+        progress: show a progress bar over passages.
 
     Returns:
         the finished (N, dim) array, memory-mapped read-only.
@@ -95,11 +95,11 @@ def _encode_unlocked(encode_rows, out_dir: Path, settings: dict, batch_size: int
     array = _open_array(out_dir, settings, resuming=bool(done))
     todo = [s for s in range(_num_shards(settings)) if s not in done]
     todo_rows = sum(min(size, (s + 1) * shard_size) - s * shard_size for s in todo)
-    bar = tqdm(total=size, initial=size - todo_rows, unit="passage", disable=not progress)
-    with bar, torch.no_grad():  # the vectors are constants on disk
+    bar = progress_bar("encode passages", size, "passages", enabled=progress, done=size - todo_rows)
+    with bar as advance, torch.no_grad():  # the vectors are constants on disk
         for shard in todo:
             start, end = shard * shard_size, min(size, (shard + 1) * shard_size)
-            _encode_shard(encode_rows, array, start, end, batch_size, bar)
+            _encode_shard(encode_rows, array, start, end, batch_size, advance)
             array.flush()  # on disk before progress.json says so
             done.add(shard)
             _write_progress(out_dir, {**settings, "done": sorted(done)})
@@ -179,7 +179,7 @@ def _encode_shard(
     start: int,
     end: int,
     batch_size: int,
-    bar: tqdm,
+    advance: Callable[[int], None],
 ) -> None:
     """Write the vectors of rows [start, end) into array[start:end], batch_size rows at a time."""
     for lo in range(start, end, batch_size):
@@ -189,7 +189,7 @@ def _encode_shard(
             raise ValueError(f"encode_rows returned shape {tuple(vecs.shape)} for rows [{lo}, {hi}); "
                              f"expected ({hi - lo}, dim={array.shape[1]})")  # fmt: skip
         array[lo:hi] = vecs.detach().float().cpu().numpy()  # cast to the array's dtype
-        bar.update(hi - lo)
+        advance(hi - lo)
 
 
 def _num_shards(record: dict) -> int:

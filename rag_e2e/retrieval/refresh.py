@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from rag_e2e.console import track
 from rag_e2e.data.types import Passage
 from rag_e2e.retrieval import partial_refresh
 from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
@@ -178,7 +178,7 @@ class IndexBuilder:
         device = next(encoder.passage_model.parameters()).device
         chunks = []
         with eval_mode(encoder.passage_model):
-            for tok in tqdm(batches, desc="encode passages", unit="batch", disable=not progress, leave=False):
+            for tok in track(batches, "encode passages", "batches", enabled=progress, transient=True):
                 ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
                 chunks.append(encoder.encode_passage(ids, mask).float().cpu())
         return torch.cat(chunks)

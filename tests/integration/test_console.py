@@ -2,6 +2,7 @@
 W&B 'anonymous' warning, no v_num in the bar); `-v` shows the libraries' lines again."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -30,3 +31,4 @@ def test_train_is_quiet_unless_verbose(tmp_path, verbose):
         assert "GPU available" in console
     else:
         assert [n for n in NOTICES if n in console] == []
+    assert not re.search(r"\[\d\d:\d\d<", console), "a tqdm bar beside the Rich one"  # tqdm's [elapsed<left]
