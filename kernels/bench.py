@@ -15,17 +15,25 @@ hits all of them; each time is a median.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from rag_e2e import atomic
-from rag_e2e.tuning import cpu_model, host_string
+from rag_e2e.benchmarks.common import (
+    Table,
+    cpu_label,
+    device_label,
+    host_string,
+    medians,
+    time_alternately,
+    timed,
+    write_result,
+)
 
 from . import _autotune
 from . import topk as topk_mod
@@ -53,9 +61,7 @@ def _time_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeat
             torch.cuda.synchronize(device)
             times.append(start.elapsed_time(end))
         else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append(timed(fn)[1] * 1e3)
     return statistics.median(times)
 
 
@@ -125,14 +131,8 @@ def _grid(device: torch.device, quick: bool) -> tuple[list[int], list[int], list
 def _time_alternately(methods: dict[str, Callable[[], object]], device: torch.device, warmup: int,
                       repeats: int) -> dict[str, float]:
     """name -> median ms, each repeat running every method once, the order rotated between repeats."""
-    names = list(methods)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(warmup + repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            ms = _time_ms(methods[name], device, warmup=0, repeats=1)
-            if r >= warmup:
-                times[name].append(ms)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    timer = functools.partial(_time_ms, device=device, warmup=0, repeats=1)  # one call, CUDA events on a GPU
+    return medians(time_alternately(methods, repeats, warmup=warmup, order="rotate", timer=timer))
 
 
 def _usable(search: Callable[[torch.Tensor, int], object], queries: torch.Tensor, k: int, name: str,
@@ -179,31 +179,21 @@ def run(args: argparse.Namespace) -> dict:
                                          gbs=round(gbs, 1), frac_copy=round(gbs / copy_gbs, 3) if copy_gbs else None,
                                          vs_faiss=round(ms / faiss_ms, 3) if faiss_ms else None))  # fmt: skip
             del docs, methods  # free D before allocating the next one
-    return dict(device=torch.cuda.get_device_name() if device.type == "cuda" else _cpu_name(), dtypes=dtypes,
-                host=host_string(),
+    return dict(device=device_label(cpu_label()), dtypes=dtypes, host=host_string(),
                 dim=args.dim, threads=torch.get_num_threads(), copy_gbs=copy_gbs, repeats=args.repeats,
                 rows=rows)  # fmt: skip
-
-
-def _cpu_name() -> str:
-    model = cpu_model()
-    return f"cpu: {model}" if model else "cpu"
-
-
-def _ratio(x: float | None) -> str:
-    return f"{x:>8.2f}" if x is not None else f"{'':>8}"
 
 
 def _print_table(result: dict) -> None:
     print(f"device={result['device']} d={result['dim']} threads={result['threads']}"
           + (f" copy={result['copy_gbs']:.0f} GB/s (read+write)" if result["copy_gbs"] else ""))  # fmt: skip
-    header = (f"{'N':>10} {'dtype':<9} {'B':>5} {'k':>4} {'method':<18} {'chosen':<11} {'ms':>10} {'GB/s':>8} "
-              f"{'vs faiss':>8} {'vs best':>8}")
-    print(header + (f" {'copy%':>6}" if result["copy_gbs"] else ""))
+    table = Table(">10", "<9", ">5", ">4", "<18", "<11", ">10.2f", ">8.1f", ">8.2f", ">8.2f", ">6", sep=" ")
+    names = ["N", "dtype", "B", "k", "method", "chosen", "ms", "GB/s", "vs faiss", "vs best"]
+    print(table.header(*names, *(["copy%"] if result["copy_gbs"] else [])))
     for r in result["rows"]:
-        line = (f"{r['N']:>10} {r['dtype']:<9} {r['B']:>5} {r['k']:>4} {r['method']:<18} {r.get('chosen') or '':<11} "
-                f"{r['ms']:>10.2f} {r['gbs']:>8.1f} {_ratio(r['vs_faiss'])} {_ratio(r.get('vs_best'))}")
-        print(line + (f" {100 * r['frac_copy']:>5.0f}%" if r["frac_copy"] is not None else ""))
+        copy = f"{100 * r['frac_copy']:.0f}%" if r["frac_copy"] is not None else None
+        print(table.row(r["N"], r["dtype"], r["B"], r["k"], r["method"], r.get("chosen") or "", r["ms"], r["gbs"],
+                        r["vs_faiss"], r.get("vs_best"), copy))
 
 
 def summary_markdown(results: list[dict]) -> str:
@@ -254,8 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     result = run(args)
     _print_table(result)
-    atomic.write_text(args.out, json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    write_result(args.out, result, indent=1)
 
 
 if __name__ == "__main__":

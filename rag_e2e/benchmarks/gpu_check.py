@@ -28,10 +28,9 @@ from pathlib import Path
 
 import torch
 
-from rag_e2e import atomic
+from rag_e2e.benchmarks.common import device_label, host_string, timed, write_result
 from rag_e2e.kernels import bench, topk_scores, topk_scores_reference
 from rag_e2e.kernels import topk as topk_mod
-from rag_e2e.tuning import host_string
 
 _DTYPES = {name: bench._DTYPES[name] for name in ("float32", "bfloat16")}  # the correctness check's dtypes
 BANDWIDTH_GOAL = 0.85  # fraction of copy bandwidth for B <= 256
@@ -101,18 +100,17 @@ def tiny_training(steps: int, refresh_every: int, accelerator: str, run_dir: Pat
     trainer = "trainer=gpu" if accelerator == "gpu" else "trainer=cpu"
     cfg = compose([*TRAIN_OVERRIDES, trainer, f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
                    f"refresh.schedule={refresh_every}", f"run_dir={run_dir}"])
-    began = time.perf_counter()
-    metrics = json.loads(train(cfg, progress=False).read_text())
-    return dict(steps=steps, refresh_every=refresh_every, accelerator=accelerator,
-                wall_s=round(time.perf_counter() - began, 1), metrics=metrics,
-                ok=metrics.get("train/steps") == steps and metrics.get("refresh/count", 0) >= 1)
+    metrics_file, wall_s = timed(train, cfg, progress=False)
+    metrics = json.loads(metrics_file.read_text())
+    return dict(steps=steps, refresh_every=refresh_every, accelerator=accelerator, wall_s=round(wall_s, 1),
+                metrics=metrics, ok=metrics.get("train/steps") == steps and metrics.get("refresh/count", 0) >= 1)
 
 
 def run(args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     began = time.perf_counter()
-    out: dict = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", host=host_string(),
-                     torch=torch.__version__, triton_available=topk_mod._topk_kernel is not None)
+    out: dict = dict(device=device_label("cpu"), host=host_string(), torch=torch.__version__,
+                     triton_available=topk_mod._topk_kernel is not None)
     if topk_mod._topk_kernel is None or not (device.type == "cuda" or topk_mod._topk_kernel.INTERPRET):
         out["correctness"] = dict(skipped="Triton cannot run here (no CUDA, TRITON_INTERPRET unset or no triton)")
     else:
@@ -166,7 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    atomic.write_text(args.out, json.dumps(result, indent=1))
+    write_result(args.out, result, indent=1, echo=False)
     ok = [result["correctness"].get("ok", True), result.get("training", {}).get("ok", True)]
     print(f"wrote {args.out}; correctness and training {'passed' if all(ok) else 'FAILED'}; "
           f"bandwidth goal {'met' if result['bandwidth']['met'] else 'not met'}")

@@ -28,12 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-from rag_e2e import atomic
-from rag_e2e.bench_inference import percentile, serve_process
-from rag_e2e.compose import split_options
-from rag_e2e.tuning import host_string
+from rag_e2e.benchmarks.common import Table, host_string, parse_options, percentile, usage_error, write_result
+from rag_e2e.benchmarks.inference import serve_process
 
-OPTIONS = {"seconds": "10", "levels": "1,4,16", "clients": "16", "out": "experiments/results/inference/serve_load.json"}
+OPTIONS = {"seconds": 10.0, "levels": [1.0, 4.0, 16.0], "clients": 16,
+           "out": "experiments/results/inference/serve_load.json"}
 QUESTIONS = [f"what is entity {i} known for?" for i in range(64)]
 
 
@@ -170,16 +169,16 @@ def goal(result: dict) -> dict:
     return {**checks, "met": all(checks.values())}
 
 
-HEADER = f"{'load':>5} {'offered/s':>10} {'sent/s':>8} {'answers/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} " \
-         f"{'model ms':>8} {'503':>6} {'504':>6} {'other':>6} {'RSS MB':>7}"
+TABLE = Table(">5", ">10.1f", ">8.1f", ">9.1f", ">8.1f", ">8.1f", ">8.1f", ">8.1f", ">6.1%", ">6.1%", ">6d", ">7.0f",
+              sep=" ")
+HEADER = TABLE.header("load", "offered/s", "sent/s", "answers/s", "p50 ms", "p99 ms", "max ms", "model ms", "503",
+                      "504", "other", "RSS MB")
 
 
 def _line(r: dict) -> str:
-    fmt = lambda v: f"{v:8.1f}" if v is not None else f"{'-':>8}"  # noqa: E731
-    return (f"{r['level']:>4g}× {r['offered_per_s']:10.1f} {r['achieved_per_s']:8.1f} {r['answers_per_s']:9.1f} "
-            f"{fmt(r['p50_ms'])} {fmt(r['p99_ms'])} {fmt(r['max_ms'])} {fmt(r['model_ms_per_answer'])} "
-            f"{r['share_503']:6.1%} {r['share_504']:6.1%} "
-            f"{sum(r['other_status'].values()):6d} {r['rss_max_mb']:7.0f}")
+    ms = [r[key] if r[key] is not None else "-" for key in ("p50_ms", "p99_ms", "max_ms", "model_ms_per_answer")]
+    return TABLE.row(f"{r['level']:g}×", r["offered_per_s"], r["achieved_per_s"], r["answers_per_s"], *ms,
+                     r["share_503"], r["share_504"], sum(r["other_status"].values()), r["rss_max_mb"])
 
 
 def _levels(url: str, pid: int, result: dict, levels: list[float], seconds: float, options: dict) -> list[dict]:
@@ -189,15 +188,13 @@ def _levels(url: str, pid: int, result: dict, levels: list[float], seconds: floa
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    rest = [a for a in argv if "=" not in a]
-    given = dict(a.split("=", 1) for a in argv if "=" in a)
-    opts, _ = split_options([f"{k}={v}" for k, v in given.items() if k in OPTIONS], OPTIONS)
-    serve_options = {k: v for k, v in given.items() if k not in OPTIONS}
-    if len(rest) != 1 or not Path(rest[0]).is_dir():
-        print(__doc__, file=sys.stderr)
-        return 2
-    levels = [float(x) for x in opts["levels"].split(",")]
-    seconds, clients, path = float(opts["seconds"]), int(opts["clients"]), Path(rest[0])
+    prog = "rag_e2e.benchmarks.serve_load"
+    opts, rest = parse_options(argv, OPTIONS, prog=prog, doc=__doc__, positional=1)  # the rest: the dir, serve options
+    (path,) = (Path(a) for a in rest if "=" not in a)
+    serve_options = dict(a.split("=", 1) for a in rest if "=" in a)
+    if not path.is_dir():
+        usage_error(prog, f"{path}: not a directory (an exported pipeline: rag-e2e export)")
+    levels, seconds, clients = opts["levels"], opts["seconds"], opts["clients"]
     budget = serve_options.get("max_queue_wait_ms")
     plain = {k: v for k, v in serve_options.items() if k != "max_queue_wait_ms"}
     with serve_process(path, plain) as (url, pid):  # capacity and latency without a waiting budget
@@ -216,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                "clients": clients}
     result["goal"] = goal(result)
     print("goal: " + ", ".join(f"{k}={v}" for k, v in result["goal"].items()))
-    atomic.write_json(opts["out"], result)
-    print(f"wrote {opts['out']}")
+    write_result(opts["out"], result)
     return 0 if math.isfinite(result["capacity_answers_per_s"]) else 1
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rag_e2e import atomic
 from rag_e2e.errors import DataFormatError
-from rag_e2e.eval.html_report import Prediction
+from rag_e2e.eval.predictions import Prediction
 
 DEFAULT_MEASURES = ("nDCG@10", "RR", "Success@1", "Success@5", "Success@10", "R@10")
 

@@ -1,5 +1,5 @@
 """Inference-time optimisations of a `RagPipeline`, each a flag measured against the plain path
-(`python -m rag_e2e.bench_inference`):
+(`python -m rag_e2e.benchmarks.inference`):
 
 - `dtype`: a bf16/fp16 reader (for GPUs; fp16 is refused on CPU, where it is slow or unsupported). The towers stay
   float32: they are small beside the reader, and their vectors must match the float32 index;

@@ -20,7 +20,7 @@ _PAD_ROW = torch.iinfo(torch.int64).max  # ranks after every real row, so paddin
 
 class Traffic:
     """Payload bytes this process sent to other ranks through the collectives below, by purpose (for benchmarks:
-    `python -m rag_e2e.bench_distributed`). Reset with `TRAFFIC.reset()`."""
+    `python -m rag_e2e.benchmarks.distributed`). Reset with `TRAFFIC.reset()`."""
 
     def __init__(self):
         self.sent: dict[str, int] = {}

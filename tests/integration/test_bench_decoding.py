@@ -5,12 +5,12 @@ import json
 import pytest
 from helpers import TINY
 
-from rag_e2e import bench_decoding
+from rag_e2e.benchmarks import decoding as bench
 
 
 def test_bench_decoding_writes_answers_per_second_and_em(tmp_path, capsys):
     out = tmp_path / "decoding.json"
-    assert bench_decoding.main(["beams=2", f"out={out}", "data=synthetic", "encoder=tiny_bert", "generator=tiny_bart",
+    assert bench.main(["beams=2", f"out={out}", "data=synthetic", "encoder=tiny_bert", "generator=tiny_bart",
                                 "encoder.max_passage_length=64", "data.max_eval_questions=12", *TINY]) == 0
     result = json.loads(out.read_text())
     assert result["questions"] == 12 and result["beams"] == 2

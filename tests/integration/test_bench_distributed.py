@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rag_e2e import bench_distributed
+from rag_e2e.benchmarks import distributed as bench
 
 pytestmark = pytest.mark.distributed
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.distributed
 def test_sharded_search_sends_queries_own_candidates_and_only_remote_vectors(tmp_path):
     out = tmp_path / "distributed.json"
     dim, k, batch, rounds = 16, 4, 3, 2
-    assert bench_distributed.main(["n=500", f"dim={dim}", f"k={k}", f"batch={batch}", f"rounds={rounds}",
+    assert bench.main(["n=500", f"dim={dim}", f"k={k}", f"batch={batch}", f"rounds={rounds}",
                                    f"out={out}"]) == 0
     result = json.loads(out.read_text())
     plain, with_vectors = result["methods"]["search"], result["methods"]["search_with_vectors"]

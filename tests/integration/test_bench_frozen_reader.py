@@ -6,13 +6,13 @@ import json
 import pytest
 from helpers import TINY
 
-from rag_e2e import bench_frozen_reader
+from rag_e2e.benchmarks import frozen_reader as bench
 
 
 def test_bench_frozen_reader_times_three_variants_and_checks_the_cache_is_exact(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RAG_E2E_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "frozen.json"
-    assert bench_frozen_reader.main(["questions=5", f"out={out}", "data=synthetic", "encoder=tiny_bert",
+    assert bench.main(["questions=5", f"out={out}", "data=synthetic", "encoder=tiny_bert",
                                      "generator=tiny_llama", "generator.train=false", "eval.num_beams=1",
                                      *TINY]) == 0
     result = json.loads(out.read_text())
@@ -32,9 +32,9 @@ def test_float32_measured_fastest_keeps_all_three_variants(tmp_path, monkeypatch
     import torch
 
     monkeypatch.setenv("RAG_E2E_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(bench_frozen_reader, "frozen_reader_dtype", lambda *a, **k: torch.float32)
+    monkeypatch.setattr(bench, "frozen_reader_dtype", lambda *a, **k: torch.float32)
     out = tmp_path / "frozen.json"
-    bench_frozen_reader.main(["questions=3", f"out={out}", "data=synthetic", "encoder=tiny_bert",
+    bench.main(["questions=3", f"out={out}", "data=synthetic", "encoder=tiny_bert",
                               "generator=tiny_llama", "generator.train=false", "eval.num_beams=1", *TINY])
     result = json.loads(out.read_text())
     assert list(result["variants"]) == ["float32", "float32, cold disk cache", "float32, warm disk cache"]

@@ -1,10 +1,10 @@
-"""bench_inference: runs each variant through ask and serve and writes the JSON the README table comes from."""
+"""benchmarks.inference: runs each variant through ask and serve and writes the JSON the README table comes from."""
 
 import json
 
 from helpers import tiny_config
 
-from rag_e2e import bench_inference
+from rag_e2e.benchmarks import inference as bench
 from rag_e2e.compose import to_yaml
 from rag_e2e.inference.export import pipeline_from_config
 
@@ -14,7 +14,7 @@ def test_bench_writes_a_row_per_variant(tmp_path, capsys):
     pipeline_from_config(cfg).save_pretrained(tmp_path / "p")
     (tmp_path / "p" / "config.yaml").write_text(to_yaml(cfg))
     out = tmp_path / "bench.json"
-    assert bench_inference.main([str(tmp_path / "p"), "questions=6", "clients=3", "variants=plain,int8,hnsw",
+    assert bench.main([str(tmp_path / "p"), "questions=6", "clients=3", "variants=plain,int8,hnsw",
                                  f"out={out}"]) == 0
     result = json.loads(out.read_text())
     assert [r["variant"] for r in result["rows"]] == ["plain", "int8", "hnsw"]

@@ -6,12 +6,12 @@ import statistics
 import pytest
 from helpers import TINY
 
-from rag_e2e import bench_reader
+from rag_e2e.benchmarks import reader as bench
 
 
 def test_bench_reader_writes_tokens_per_second_and_overhead(tmp_path, capsys):
     out = tmp_path / "reader.json"
-    assert bench_reader.main(["steps=2", "warmup=1", f"out={out}", "data=synthetic", "encoder=tiny_bert",
+    assert bench.main(["steps=2", "warmup=1", f"out={out}", "data=synthetic", "encoder=tiny_bert",
                               "generator=tiny_llama", "encoder.max_passage_length=64", *TINY]) == 0
     result = json.loads(out.read_text())
     assert len(result["seconds"]["rag"]) == len(result["seconds"]["bare"]) == 2

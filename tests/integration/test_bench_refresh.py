@@ -7,12 +7,12 @@ import pytest
 import torch
 from helpers import TINY
 
-from rag_e2e import bench_refresh
+from rag_e2e.benchmarks import refresh as bench
 
 
 def test_bench_refresh_writes_medians_and_ratios(tmp_path, capsys):
     out = tmp_path / "refresh.json"
-    assert bench_refresh.main(["steps=3", "every=2", "rounds=1", "repeats=2", f"out={out}", *TINY,
+    assert bench.main(["steps=3", "every=2", "rounds=1", "repeats=2", f"out={out}", *TINY,
                                "trainer.num_threads=1"]) == 0
     result = json.loads(out.read_text())
     enc, train = result["encoding"], result["training"]
@@ -35,7 +35,7 @@ def test_bench_refresh_writes_medians_and_ratios(tmp_path, capsys):
 def test_bench_refresh_at_scale_pads_the_corpus_and_reports_memory_and_disk(tmp_path, capsys):
     out = tmp_path / "scale.json"
     threads = torch.get_num_threads()
-    assert bench_refresh.main(["scale=700", "steps=3", "skip=2", "train_threads=1", f"out={out}", *TINY]) == 0
+    assert bench.main(["scale=700", "steps=3", "skip=2", "train_threads=1", f"out={out}", *TINY]) == 0
     assert torch.get_num_threads() == threads  # the training half's thread count is restored
     result = json.loads(out.read_text())
     enc, [train] = result["encoding"], result["training"]
@@ -54,7 +54,7 @@ def test_bench_refresh_at_scale_pads_the_corpus_and_reports_memory_and_disk(tmp_
 
 def test_bench_refresh_at_scale_with_steps_0_times_the_encoding_half_only(tmp_path, capsys):
     out = tmp_path / "scale.json"
-    assert bench_refresh.main(["scale=300", "steps=0", f"out={out}", *TINY]) == 0
+    assert bench.main(["scale=300", "steps=0", f"out={out}", *TINY]) == 0
     result = json.loads(out.read_text())
     assert result["encoding"]["passages"] == 300 and result["training"] == []
     printed = capsys.readouterr().out
@@ -80,7 +80,7 @@ def test_bench_refresh_at_scale_repeats_re_encode_every_refresh_in_abba_order(tm
 
     monkeypatch.setattr(refresh_module, "encode_to_memmap", counting)
     out = tmp_path / "scale.json"
-    assert bench_refresh.main(["scale=300", "steps=0", "repeats=3", f"out={out}", *TINY]) == 0
+    assert bench.main(["scale=300", "steps=0", "repeats=3", f"out={out}", *TINY]) == 0
     enc = json.loads(out.read_text())["encoding"]
     assert enc["repeats"] == 3 and len(enc["bare_runs_s"]) == len(enc["refresh_runs_s"]) == 3
     assert enc["order"] == ["bare", "refresh", "refresh", "bare", "bare", "refresh"]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rag_e2e.eval.html_report import CHROMIUM_NAMES, main
+from rag_e2e.eval.html_report import main
+from rag_e2e.eval.screenshot import CHROMIUM_NAMES
 
 QUESTIONS = [  # (question, answer, gold, gold rank): two right, one wrong with the gold read, one retrieval miss
     ("where was Kalo Vemir born?", "Dun Arrow", "Dun Arrow", 1),

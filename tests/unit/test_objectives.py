@@ -19,12 +19,12 @@ from rag_e2e.losses import (
     OBJECTIVES,
     ObjectiveSettings,
     ReaderScores,
-    gumbel_noise,
     gumbel_topk_objective,
     rag_sequence_nll,
     rag_token_nll,
     scores_from_logits,
 )
+from rag_e2e.losses.gumbel import gumbel_noise
 
 ATOL = 1e-12  # float64, closed forms vs logsumexp
 ln = math.log
@@ -166,7 +166,7 @@ def test_gumbel_topk_pushes_up_the_passage_that_explains_the_answer():
 
 
 def test_hard_topk_picks_the_m_largest_and_soft_topk_is_its_differentiable_relaxation():
-    from rag_e2e.losses import hard_topk, soft_topk
+    from rag_e2e.losses.gumbel import hard_topk, soft_topk
 
     keys = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
     mask = hard_topk(keys.detach(), 3)

@@ -70,7 +70,8 @@ def test_paired_difference_counts_wins_and_pairs_only_shared_questions():
 
 
 def test_report_writes_the_paired_table_and_json(tmp_path):
-    from rag_e2e.eval.report import collect_runs, write_report
+    from rag_e2e.eval.report import write_report
+    from rag_e2e.eval.runs import collect_runs
 
     rng = np.random.default_rng(3)
     for system, p_hit in (("base", 0.3), ("better", 0.7)):

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from rag_e2e.errors import RagE2EError
-from rag_e2e.eval.report import DEFAULT_METRICS, collect_runs, summarize, write_report
+from rag_e2e.eval.aggregate import DEFAULT_METRICS, summarize
+from rag_e2e.eval.report import write_report
+from rag_e2e.eval.runs import collect_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SEEDS = {"sys_b": [0, 1, 2], "sys_a": [3, 4]}  # sys_b first on disk, so order= visibly changes the table
@@ -169,14 +171,14 @@ def test_failed_render_leaves_previous_report(runs_root, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr("rag_e2e.eval.report._plot_curves", boom)
+    monkeypatch.setattr("rag_e2e.eval.report.plot_curves", boom)
     with pytest.raises(RuntimeError):
         write_report(runs, out, title="second")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_update_readme_replaces_only_the_results_block(tmp_path):
-    from rag_e2e.eval.report import README_END, README_START, update_readme
+    from rag_e2e.eval.readme import README_END, README_START, update_readme
 
     readme, out = tmp_path / "README.md", tmp_path / "experiments" / "results"
     out.mkdir(parents=True)

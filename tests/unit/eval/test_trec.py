@@ -10,7 +10,7 @@ import pytest
 from rag_e2e import cli
 from rag_e2e.errors import DataFormatError
 from rag_e2e.eval import metrics, trec
-from rag_e2e.eval.html_report import Prediction, read_predictions
+from rag_e2e.eval.predictions import Prediction, read_predictions
 
 pytest.importorskip("ir_measures")
 

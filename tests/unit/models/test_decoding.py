@@ -22,7 +22,7 @@ from transformers import (
     RagSequenceForGeneration,
 )
 
-from rag_e2e.bench_decoding import CountingReader
+from rag_e2e.benchmarks.decoding import CountingReader
 from rag_e2e.models.causal_lm import CausalLMReader
 from rag_e2e.models.decoding import sequence_decode, token_decode
 from rag_e2e.models.reader import Pairs, answer_token_ll

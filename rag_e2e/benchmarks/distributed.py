@@ -1,7 +1,7 @@
 """Benchmark what a sharded search sends between DDP ranks: payload bytes per query, by purpose, on 2 gloo processes.
 
-    python -m rag_e2e.bench_distributed [n=20000] [dim=128] [batch=16] [k=5] [rounds=20] [world=2]
-                                        [out=bench_results/distributed.json]
+    python -m rag_e2e.benchmarks.distributed [n=20000] [dim=128] [batch=16] [k=5] [rounds=20] [world=2]
+                                             [out=bench_results/distributed.json]
 
 Each rank holds a contiguous shard of an exact index over random vectors and searches its own `batch` queries per
 round, with `search` (scores and rows) and with `search_with_vectors` (plus the result vectors). Bytes are counted
@@ -21,8 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rag_e2e import atomic
-from rag_e2e.compose import split_options
+from rag_e2e.benchmarks.common import Table, parse_options, write_result
 from rag_e2e.retrieval.distributed import TRAFFIC, ShardedIndex, shard_bounds
 from rag_e2e.retrieval.index import build_index
 
@@ -37,7 +36,7 @@ def _rank_main(rank: int, world: int, port: int, opts: dict, out_dir: str) -> No
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        n, dim, batch, k, rounds = (int(opts[key]) for key in ("n", "dim", "batch", "k", "rounds"))
+        n, dim, batch, k, rounds = (opts[key] for key in ("n", "dim", "batch", "k", "rounds"))
         full = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))  # every rank: the same corpus
         start, end = shard_bounds(n, world, rank)
         index = ShardedIndex(build_index("exact", full[start:end]), start, n)
@@ -58,7 +57,7 @@ def _rank_main(rank: int, world: int, port: int, opts: dict, out_dir: str) -> No
 
 
 def run(opts: dict) -> dict:
-    world, k, dim = int(opts["world"]), int(opts["k"]), int(opts["dim"])
+    world, k, dim = opts["world"], opts["k"], opts["dim"]
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_rank_main, args=(world, _free_port(), opts, tmp), nprocs=world, join=True)
         ranks = [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in range(world)]
@@ -74,30 +73,27 @@ def run(opts: dict) -> dict:
         table[method] = {"bytes_per_query": sum(by_purpose.values()) / queries,
                          "by_purpose_per_query": {w: b / queries for w, b in sorted(by_purpose.items())},
                          "merge_needs_per_query": needed, "queries": queries}  # fmt: skip
-    return {"world": world, "n": int(opts["n"]), "dim": dim, "batch_per_rank": int(opts["batch"]), "k": k,
+    return {"world": world, "n": opts["n"], "dim": dim, "batch_per_rank": opts["batch"], "k": k,
             "backend": "gloo", "methods": table}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    defaults = {"n": "20000", "dim": "128", "batch": "16", "k": "5", "rounds": "20", "world": "2",
+    defaults = {"n": 20000, "dim": 128, "batch": 16, "k": 5, "rounds": 20, "world": 2,
                 "out": "bench_results/distributed.json"}
-    opts, rest = split_options(args, defaults)
-    if rest:
-        print(f"unknown options {rest}; known: {', '.join(defaults)}")
-        return 2
+    opts, _ = parse_options(args, defaults, prog="rag_e2e.benchmarks.distributed", doc=__doc__, positional=0,
+                            extra=False)
     result = run(opts)
     print(f"{result['world']} gloo ranks, N={result['n']} d={result['dim']}, {result['batch_per_rank']} queries per "
           f"rank per round, k={result['k']}; bytes sent between ranks per query")
-    print(f"{'method':<22}{'total':>10}{'queries':>10}{'candidates':>12}{'vectors':>10}{'sizes':>8}"
-          f"{'merge needs':>13}")
+    table = Table("<22", ">10.0f", ">10.0f", ">12.0f", ">10.0f", ">8.1f", ">13.0f")
+    print(table.header("method", "total", "queries", "candidates", "vectors", "sizes", "merge needs"))
     for method, row in result["methods"].items():
         parts = row["by_purpose_per_query"]
-        print(f"{method:<22}{row['bytes_per_query']:>10.0f}{parts.get('queries', 0):>10.0f}"
-              f"{parts.get('candidates', 0) + parts.get('requests', 0):>12.0f}{parts.get('vectors', 0):>10.0f}"
-              f"{parts.get('sizes', 0):>8.1f}{row['merge_needs_per_query']:>13.0f}")
-    atomic.write_json(Path(opts["out"]), result)
-    print(f"wrote {opts['out']}")
+        print(table.row(method, row["bytes_per_query"], parts.get("queries", 0),
+                        parts.get("candidates", 0) + parts.get("requests", 0), parts.get("vectors", 0),
+                        parts.get("sizes", 0), row["merge_needs_per_query"]))
+    write_result(opts["out"], result)
     return 0
 
 

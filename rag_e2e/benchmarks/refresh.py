@@ -1,10 +1,10 @@
 """Benchmark index refresh: encoding throughput inside a refresh, and what async refresh costs training.
 
-    python -m rag_e2e.bench_refresh [steps=N] [every=N] [rounds=N] [repeats=N] [out=bench_results/refresh.json]
-                                    [config overrides...]
-    python -m rag_e2e.bench_refresh scale=1000000 [steps=200] [train_threads=2,1] [repeats=1]
-                                    [out=bench_results/refresh_scale.json]
-                                    (steps=0: the encoding half only)
+    python -m rag_e2e.benchmarks.refresh [steps=N] [every=N] [rounds=N] [repeats=N] [out=bench_results/refresh.json]
+                                         [config overrides...]
+    python -m rag_e2e.benchmarks.refresh scale=1000000 [steps=200] [train_threads=2,1] [repeats=1]
+                                         [out=bench_results/refresh_scale.json]
+                                         (steps=0: the encoding half only)
 
 Two ratios (goal >= 0.9 each), measured in one process on one machine:
   1. refresh passages/s (IndexBuilder.build: fingerprint + encode from the token cache + build the index) / bare
@@ -36,8 +36,17 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from rag_e2e import atomic
-from rag_e2e.compose import compose, split_options
+from rag_e2e.benchmarks.common import (
+    Table,
+    device_label,
+    medians,
+    parse_options,
+    schedule,
+    time_alternately,
+    timed,
+    write_result,
+)
+from rag_e2e.compose import compose
 from rag_e2e.retrieval.encoders import tokenize_passages
 from rag_e2e.train import assemble, build_trainer
 
@@ -95,15 +104,9 @@ def bench_encoding(overrides: list[str], repeats: int = 5) -> dict:
             encoder.encode_passage(tok["input_ids"], tok["attention_mask"])
 
     fns = {"bare": bare, "refresh": refresh, "partial": partial, "partial_retokenized": partial_retokenized}
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up (builds the token caches)
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            began = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - began)
-    median = {name: statistics.median(t) for name, t in times.items()}
+    # one warm-up round (builds the token caches), then `repeats` rounds in the same order
+    times = time_alternately(fns, repeats, warmup=1, order="fixed")
+    median = medians(times)
     bare_per_row = median["bare"] / n
     out = {"passages": n, "partial_rows": rows.numel(), "repeats": repeats,
            "bare_passages_per_s": n / median["bare"], "refresh_passages_per_s": n / median["refresh"],
@@ -138,8 +141,8 @@ def bench_training(overrides: list[str], steps: int, every: int, rounds: int = 3
     """
     modes = ("off", "async", "sync")
     runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
-    for r in range(rounds):
-        for mode in modes[r % 3:] + modes[: r % 3]:
+    for r, order in enumerate(schedule(modes, rounds, "rotate")):
+        for mode in order:
             runs[mode].append(_train_once(overrides, mode, steps, every, skip, run_root / f"{mode}-{r}"))
     out = {}
     for mode in modes:
@@ -183,9 +186,7 @@ def _scale_encoding(common: list[str], emb_dir: Path, repeats: int = 1) -> tuple
     builder, encoder = parts.refresh.builder, parts.module.rag.encoder
     n = len(builder.corpus)
     encoder.eval()
-    began = time.perf_counter()
-    tokens = builder.row_tokens(0, n)  # the first build of a run tokenizes; every refresh after it reads this
-    tokenize_s = time.perf_counter() - began
+    tokens, tokenize_s = timed(builder.row_tokens, 0, n)  # a run's first build tokenizes; later refreshes read this
     bs = builder.batch_size
     batches = [tokens.batch(torch.arange(i, min(i + bs, n))) for i in range(0, n, bs)]  # the bare forward's input
 
@@ -204,17 +205,14 @@ def _scale_encoding(common: list[str], emb_dir: Path, repeats: int = 1) -> tuple
             builder.discard(path)
         built[:] = [builder.build(encoder)[1].embeddings_path]
 
-    runs: dict[str, list[float]] = {"bare": [], "refresh": []}
-    disk, order = 0.0, []
-    pair = (("bare", bare), ("refresh", refresh))
-    for r in range(repeats):
-        for name, fn in pair if r % 2 == 0 else pair[::-1]:
-            began = time.perf_counter()
-            fn()
-            runs[name].append(time.perf_counter() - began)
-            order.append(name)
-            disk = max(disk, _disk_gb(emb_dir))
-    seconds = {name: statistics.median(times) for name, times in runs.items()}
+    disk, order = [0.0], []
+
+    def after(name: str) -> None:  # outside the timed call
+        order.append(name)
+        disk[0] = max(disk[0], _disk_gb(emb_dir))
+
+    runs = time_alternately({"bare": bare, "refresh": refresh}, repeats, order="abba", after=after)
+    seconds = medians(runs)
     encoding = {"passages": n, "dim": encoder.passage_model.config.hidden_size, "tokenize_s": tokenize_s,
                 "repeats": repeats, "order": order, "bare_runs_s": runs["bare"], "refresh_runs_s": runs["refresh"],
                 "bare_s": seconds["bare"], "refresh_s": seconds["refresh"],
@@ -222,7 +220,7 @@ def _scale_encoding(common: list[str], emb_dir: Path, repeats: int = 1) -> tuple
                 "ratio": seconds["bare"] / seconds["refresh"],
                 "first_build_passages_per_s": n / (seconds["refresh"] + tokenize_s),
                 "peak_rss_gb": _max_rss_gb(), "embeddings_disk_gb": _disk_gb(emb_dir)}
-    return encoding, disk
+    return encoding, disk[0]
 
 
 def _scale_training(common: list[str], steps: int, skip: int, work: Path) -> dict:
@@ -277,62 +275,60 @@ def _print_scale(result: dict, device: str) -> None:
     enc = result["encoding"]
     print(f"device: {device}; corpus {enc['passages']:,} passages, d={enc['dim']}, float16 memmap; "
           f"encodings: medians of {enc['repeats']} ABBA rounds")
-    print(f"{'measure':<52}{'value':>12}{'ratio':>8}")
-    print(f"{'bare passage-tower forward (passages/s)':<52}{enc['bare_passages_per_s']:>12.0f}")
-    print(f"{'refresh build, cached tokens + memmap (passages/s)':<52}{enc['refresh_passages_per_s']:>12.0f}"
-          f"{enc['ratio']:>8.2f}")
-    print(f"{'tokenizing the corpus, once per run (s)':<52}{enc['tokenize_s']:>12.1f}")
-    print(f"{'  first build of a run, incl. tokenizing (passages/s)':<52}{enc['first_build_passages_per_s']:>12.0f}")
+    table = Table("<52", ">12.0f", ">8.2f")
+    print(table.header("measure", "value", "ratio"))
+    print(table.row("bare passage-tower forward (passages/s)", enc["bare_passages_per_s"]))
+    print(table.row("refresh build, cached tokens + memmap (passages/s)", enc["refresh_passages_per_s"], enc["ratio"]))
+    print(table.row("tokenizing the corpus, once per run (s)", f"{enc['tokenize_s']:.1f}"))
+    print(table.row("  first build of a run, incl. tokenizing (passages/s)", enc["first_build_passages_per_s"]))
     for train in result["training"]:
         threads = f"training on {train['threads']} thread{'s' if train['threads'] > 1 else ''}"
-        print(f"{'train steps/s, no refresh, ' + threads:<52}{train['stale']['steps_per_s']:>12.2f}")
+        print(table.row("train steps/s, no refresh, " + threads, f"{train['stale']['steps_per_s']:.2f}"))
         label = f"  async refresh in flight ({train['async']['steps_with_refresh_in_flight']} steps)"
-        print(f"{label:<52}{train['async']['steps_per_s']:>12.2f}{train['async']['ratio_vs_none']:>8.2f}")
-    print(f"{'peak RAM (max RSS, GB)':<52}{result['peak_rss_gb']:>12.2f}")
-    print(f"{'peak disk (embeddings, GB)':<52}{result['peak_disk_gb']:>12.2f}")
+        print(table.row(label, f"{train['async']['steps_per_s']:.2f}", train["async"]["ratio_vs_none"]))
+    print(table.row("peak RAM (max RSS, GB)", f"{result['peak_rss_gb']:.2f}"))
+    print(table.row("peak disk (embeddings, GB)", f"{result['peak_disk_gb']:.2f}"))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    opts = {"steps": "", "every": "20", "rounds": "3", "repeats": "", "out": "", "scale": "0", "skip": "5",
-            "train_threads": ""}
-    opts, overrides = split_options(args, opts)
-    if int(opts["scale"]):
-        device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-        out = Path(opts["out"] or "bench_results/refresh_scale.json")
-        steps = int(opts["steps"] or 200)
-        threads = [int(t) for t in opts["train_threads"].split(",") if t]
-        repeats = int(opts["repeats"] or 1)  # each pass at 1M takes minutes: one (bare, refresh) pair by default
-        result = bench_scale(overrides, int(opts["scale"]), steps, int(opts["skip"]), out.parent / "refresh_scale_work",
-                             threads, repeats)
+    # steps, repeats, out: None until given, their defaults differ between the two modes
+    defaults = {"steps": int, "every": 20, "rounds": 3, "repeats": int, "out": str, "scale": 0, "skip": 5,
+                "train_threads": list[int]}
+    opts, overrides = parse_options(args, defaults, prog="rag_e2e.benchmarks.refresh", doc=__doc__)
+    device = device_label()
+
+    def given(key: str, default: object):
+        return default if opts[key] is None else opts[key]
+
+    if opts["scale"]:
+        out = Path(given("out", "bench_results/refresh_scale.json"))
+        repeats = given("repeats", 1)  # each pass at 1M takes minutes: one (bare, refresh) pair by default
+        result = bench_scale(overrides, opts["scale"], given("steps", 200), opts["skip"],
+                             out.parent / "refresh_scale_work", opts["train_threads"], repeats)
         _print_scale(result, device)
-        atomic.write_json(out, {"device": device, "overrides": overrides, **result})
-        print(f"wrote {out}")
+        write_result(out, {"device": device, "overrides": overrides, **result})
         return 0
-    opts["steps"], opts["out"] = opts["steps"] or "60", opts["out"] or "bench_results/refresh.json"
-    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    opts["repeats"] = opts["repeats"] or "5"
-    enc = bench_encoding(overrides, int(opts["repeats"]))
-    out = Path(opts["out"])
-    train = bench_training(overrides, int(opts["steps"]), int(opts["every"]), int(opts["rounds"]),
+    out, repeats = Path(given("out", "bench_results/refresh.json")), given("repeats", 5)
+    enc = bench_encoding(overrides, repeats)
+    train = bench_training(overrides, given("steps", 60), opts["every"], opts["rounds"],
                            run_root=out.parent / "refresh_runs")
     print(f"device: {device}; corpus {enc['passages']} passages; refresh every {opts['every']} steps; "
-          f"medians of {opts['repeats']} encodings and {opts['rounds']} training rounds")
-    print(f"{'measure':<44}{'value':>12}{'ratio':>8}")
-    print(f"{'bare passage-tower forward (passages/s)':<44}{enc['bare_passages_per_s']:>12.0f}")
-    print(f"{'refresh build (passages/s)':<44}{enc['refresh_passages_per_s']:>12.0f}{enc['ratio']:>8.2f}")
+          f"medians of {repeats} encodings and {opts['rounds']} training rounds")
+    table = Table("<44", ">12.0f", ">8.2f")
+    print(table.header("measure", "value", "ratio"))
+    print(table.row("bare passage-tower forward (passages/s)", enc["bare_passages_per_s"]))
+    print(table.row("refresh build (passages/s)", enc["refresh_passages_per_s"], enc["ratio"]))
     partial_rows = (("partial", "partial rows, cached tokens"), ("partial_retokenized", "partial rows, tokenized anew"))
     for name, label in partial_rows:
         label = f"{label} ({enc['partial_rows']}, passages/s)"
-        print(f"{label:<44}{enc[name + '_passages_per_s']:>12.0f}{enc[name + '_ratio']:>8.2f}")
+        print(table.row(label, enc[name + "_passages_per_s"], enc[name + "_ratio"]))
     for mode in ("off", "async", "sync"):
         row = train[mode]
-        ratio = f"{row['ratio_vs_off']:>8.2f}" if mode != "off" else ""
         label = f"train steps/s, refresh {mode} ({row['refreshes']} refreshes)"
-        print(f"{label:<44}{row['steps_per_s']:>12.2f}{ratio}")
-    atomic.write_json(out, {"device": device, "overrides": overrides, "every": int(opts["every"]), "encoding": enc,
-                            "training": train})
-    print(f"wrote {out}")
+        print(table.row(label, f"{row['steps_per_s']:.2f}", row.get("ratio_vs_off")))
+    write_result(out, {"device": device, "overrides": overrides, "every": opts["every"], "encoding": enc,
+                       "training": train})
     return 0
 
 

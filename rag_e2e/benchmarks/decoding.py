@@ -1,6 +1,6 @@
 """Benchmark RAG-Sequence decoding: "fast" vs "thorough" (rag_e2e.models.decoding) on the same retrieved passages.
 
-    python -m rag_e2e.bench_decoding [beams=N] [out=bench_results/decoding.json] [config overrides...]
+    python -m rag_e2e.benchmarks.decoding [beams=N] [out=bench_results/decoding.json] [config overrides...]
 
 Both decode every test question of the config (default: open-domain SQuAD's test split with MiniLM retrieving and
 the pretrained Gemma-3-270m reader, the `squad_llm` setting, untrained) over the same top-k passages, alternately
@@ -11,13 +11,11 @@ per batch, with the reader's memo off so neither reuses the other's work. Prints
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
 import torch
 
-from rag_e2e import atomic
-from rag_e2e.compose import compose, split_options
+from rag_e2e.benchmarks.common import Table, device_label, parse_options, timed, write_result
+from rag_e2e.compose import compose
 from rag_e2e.eval.metrics import exact_match, f1_score
 from rag_e2e.losses import doc_log_prior
 from rag_e2e.models.decoding import DECODINGS, sequence_decode
@@ -60,12 +58,11 @@ def bench(overrides: list[str], beams: int) -> dict:
             golds += [list(ex.answers) for ex in batch.examples]
             for decoding in DECODINGS:
                 reader.rows = 0
-                start = time.perf_counter()
-                answers = sequence_decode(reader, pairs, log_prior, decoding=decoding, num_beams=beams,
-                                          max_new_tokens=cfg.eval.max_new_tokens,
-                                          max_source_length=rag.max_source_length,
-                                          max_target_length=rag.max_target_length)
-                stats[decoding]["seconds"] += time.perf_counter() - start
+                answers, seconds = timed(sequence_decode, reader, pairs, log_prior, decoding=decoding,
+                                         num_beams=beams, max_new_tokens=cfg.eval.max_new_tokens,
+                                         max_source_length=rag.max_source_length,
+                                         max_target_length=rag.max_target_length)
+                stats[decoding]["seconds"] += seconds
                 stats[decoding]["rows"] += reader.rows
                 stats[decoding]["answers"] += answers
     out = {"questions": len(golds), "k": rag.k, "beams": beams,
@@ -82,19 +79,19 @@ def bench(overrides: list[str], beams: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    opts, overrides = split_options(args, {"beams": "2", "out": "bench_results/decoding.json"})
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
-        f"cpu ({torch.get_num_threads()} threads)"
-    r = bench(overrides, int(opts["beams"]))
+    opts, overrides = parse_options(args, {"beams": 2, "out": "bench_results/decoding.json"},
+                                    prog="rag_e2e.benchmarks.decoding", doc=__doc__)
+    device = device_label()
+    r = bench(overrides, opts["beams"])
     print(f"device: {device}; reader {r['reader']}; {r['questions']} test questions, k={r['k']}, "
           f"{r['beams']} beams per passage")
-    print(f"{'decoding':<10}{'answers/s':>11}{'EM':>8}{'F1':>8}{'rescored rows':>15}")
+    table = Table("<10", ">11.2f", ">8.1f", ">8.1f", ">15")
+    print(table.header("decoding", "answers/s", "EM", "F1", "rescored rows"))
     for decoding in DECODINGS:
         d = r[decoding]
-        print(f"{decoding:<10}{d['answers_per_s']:>11.2f}{100 * d['em']:>8.1f}{100 * d['f1']:>8.1f}"
-              f"{d['rescored_rows']:>15}")
+        print(table.row(decoding, d["answers_per_s"], 100 * d["em"], 100 * d["f1"], d["rescored_rows"]))
     print(f"same answer from both: {r['same_answers']} of {r['questions']}")
-    print(f"wrote {atomic.write_json(Path(opts['out']), {'device': device, 'overrides': overrides, **r})}")
+    write_result(opts["out"], {"device": device, "overrides": overrides, **r})
     return 0
 
 

@@ -1,6 +1,6 @@
 """Benchmark what RAG costs on top of its reader: a RAG training step vs the bare reader on the same tokens.
 
-    python -m rag_e2e.bench_reader [steps=N] [warmup=N] [out=bench_results/reader.json] [config overrides...]
+    python -m rag_e2e.benchmarks.reader [steps=N] [warmup=N] [out=bench_results/reader.json] [config overrides...]
 
 Both sides run forward + backward (no optimizer step), alternately, on the same batches:
   RAG step:   encode the questions (live query tower), search the index, doc scores, read the k (question,
@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
-from pathlib import Path
 
 import torch
 
-from rag_e2e import atomic
-from rag_e2e.compose import compose, split_options
+from rag_e2e.benchmarks.common import Table, device_label, medians, parse_options, timed, write_result
+from rag_e2e.compose import compose
 from rag_e2e.losses import sequence_marginal_nll
 from rag_e2e.models.reader import Pairs, answer_token_ll
 from rag_e2e.train import assemble
@@ -39,19 +37,25 @@ def _reader_tokens(reader, pairs: Pairs, labels: torch.Tensor, max_source_length
 
 def _rag_step(rag, batch) -> tuple[float, torch.Tensor]:
     """Seconds of one RAG forward + backward, and the rows it read."""
+
+    def step():
+        out = rag(batch.q_ids, batch.q_mask, batch.questions, batch.labels)
+        sequence_marginal_nll(out.scores, rag.temperature).mean().backward()
+        return out.retrieved.rows
+
     rag.zero_grad(set_to_none=True)
-    start = time.perf_counter()
-    out = rag(batch.q_ids, batch.q_mask, batch.questions, batch.labels)
-    sequence_marginal_nll(out.scores, rag.temperature).mean().backward()
-    return time.perf_counter() - start, out.retrieved.rows
+    rows, seconds = timed(step)
+    return seconds, rows
 
 
 def _bare_step(rag, pairs: Pairs, labels: torch.Tensor) -> float:
     """Seconds of the reader's own forward + backward on the same rows."""
+
+    def step():
+        (-answer_token_ll(rag.reader, pairs, labels, rag.max_source_length).sum(1)).mean().backward()
+
     rag.zero_grad(set_to_none=True)
-    start = time.perf_counter()
-    (-answer_token_ll(rag.reader, pairs, labels, rag.max_source_length).sum(1)).mean().backward()
-    return time.perf_counter() - start
+    return timed(step)[1]
 
 
 def bench(overrides: list[str], steps: int, warmup: int) -> dict:
@@ -78,26 +82,26 @@ def bench(overrides: list[str], steps: int, warmup: int) -> dict:
     per_step = statistics.median(tokens)
     out = {"steps": steps, "reader_tokens_per_step": per_step, "seconds": seconds,
            "reader_rows_per_step": len(pairs), "reader": cfg.generator.name_or_path or f"random {cfg.generator.arch}"}
-    for name in ("rag", "bare"):
-        out[f"{name}_tokens_per_s"] = per_step / statistics.median(seconds[name])
+    for name, median in medians(seconds).items():
+        out[f"{name}_tokens_per_s"] = per_step / median
     out["overhead"] = 1.0 - out["rag_tokens_per_s"] / out["bare_tokens_per_s"]
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    opts = {"steps": "8", "warmup": "2", "out": "bench_results/reader.json"}
-    opts, overrides = split_options(args, opts)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
-        f"cpu ({torch.get_num_threads()} threads)"
-    result = bench(overrides, int(opts["steps"]), int(opts["warmup"]))
+    opts, overrides = parse_options(args, {"steps": 8, "warmup": 2, "out": "bench_results/reader.json"},
+                                    prog="rag_e2e.benchmarks.reader", doc=__doc__)
+    device = device_label()
+    result = bench(overrides, opts["steps"], opts["warmup"])
     print(f"device: {device}; reader {result['reader']}; {result['reader_rows_per_step']} (question, passage) rows, "
           f"{result['reader_tokens_per_step']:.0f} reader tokens per step; medians of {result['steps']} steps")
-    print(f"{'measure':<48}{'tokens/s':>10}")
-    print(f"{'bare reader forward + backward':<48}{result['bare_tokens_per_s']:>10.0f}")
-    print(f"{'RAG training step (retrieve, read, marginalize)':<48}{result['rag_tokens_per_s']:>10.0f}")
-    print(f"{'overhead of retrieval + marginalization':<48}{100 * result['overhead']:>9.1f}%  (goal <= 15%)")
-    print(f"wrote {atomic.write_json(Path(opts['out']), {'device': device, 'overrides': overrides, **result})}")
+    table = Table("<48", ">10.0f")
+    print(table.header("measure", "tokens/s"))
+    print(table.row("bare reader forward + backward", result["bare_tokens_per_s"]))
+    print(table.row("RAG training step (retrieve, read, marginalize)", result["rag_tokens_per_s"]))
+    print(table.row("overhead of retrieval + marginalization", f"{100 * result['overhead']:.1f}%") + "  (goal <= 15%)")
+    write_result(opts["out"], {"device": device, "overrides": overrides, **result})
     return 0
 
 

@@ -1,6 +1,6 @@
 """Benchmark the frozen reader's two costs, before and after the levers that make the COVID-QA table fit a CPU.
 
-    python -m rag_e2e.bench_frozen_reader [questions=N] [out=bench_results/frozen_reader.json] [overrides...]
+    python -m rag_e2e.benchmarks.frozen_reader [questions=N] [out=bench_results/frozen_reader.json] [overrides...]
 
 On the same N test questions and their fixed-retriever top-k passages (default: experiment=covidqa/fixed_retriever,
 N = 24, k = 5), each variant answers every question (RAG-Sequence fast decoding: a greedy answer per passage, each
@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from rag_e2e import atomic
-from rag_e2e.compose import compose, split_options
+from rag_e2e.benchmarks.common import Table, host_string, parse_options, timed, write_result
+from rag_e2e.compose import compose
 from rag_e2e.models.generator import build_reader, frozen_reader_dtype, prompt_format
 from rag_e2e.models.rag import Retrieved
 from rag_e2e.models.reader import MemoizedReader, token_ll
 from rag_e2e.models.reader_cache import ReaderStore, reader_fingerprint
 from rag_e2e.train import assemble
-from rag_e2e.tuning import host_string
 
 DEFAULTS = ["experiment=covidqa/fixed_retriever", "logger.wandb=false", "logger.csv=false"]
 
@@ -42,14 +40,10 @@ DEFAULTS = ["experiment=covidqa/fixed_retriever", "logger.wandb=false", "logger.
 def _run(rag, reader, questions, ret, labels, cfg) -> dict:
     """Answer every question and score the gold answers on every row with `reader`; seconds and outputs."""
     rag.reader = reader
-    start = time.perf_counter()
-    answers = rag.generate(questions, ret, cfg.eval.num_beams, cfg.eval.max_new_tokens)
-    answer_s = time.perf_counter() - start
+    answers, answer_s = timed(rag.generate, questions, ret, cfg.eval.num_beams, cfg.eval.max_new_tokens)
     pairs = rag.pairs(questions, ret.rows)
     rows = labels.repeat_interleave(ret.rows.shape[1], dim=0)
-    start = time.perf_counter()
-    ll = token_ll(reader, pairs, rows, rag.max_source_length)
-    score_s = time.perf_counter() - start
+    ll, score_s = timed(token_ll, reader, pairs, rows, rag.max_source_length)
     return {"answers": answers, "ll": ll, "answer_s": answer_s, "score_s": score_s, "rows": len(pairs)}
 
 
@@ -97,21 +91,23 @@ def bench(overrides: list[str], n_questions: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    opts, overrides = split_options(args, {"questions": "24", "out": "bench_results/frozen_reader.json"})
-    result = bench(overrides, int(opts["questions"]))
+    opts, overrides = parse_options(args, {"questions": 24, "out": "bench_results/frozen_reader.json"},
+                                    prog="rag_e2e.benchmarks.frozen_reader", doc=__doc__)
+    result = bench(overrides, opts["questions"])
     base = result["variants"]["float32"]
     print(f"host: {result['host']}; reader {result['reader']}; {result['questions']} questions x k={result['k']} "
           f"= {result['rows']} rows")
-    print(f"{'variant':<34}{'answers/s':>10}{'x':>6}{'scored rows/s':>15}{'x':>6}")
+    table = Table("<34", ">10.2f", ">6.1f", ">15.2f", ">6.1f")
+    print(table.header("variant", "answers/s", "x", "scored rows/s", "x"))
     for label, v in result["variants"].items():
-        print(f"{label:<34}{v['answers_per_s']:>10.2f}{v['answers_per_s'] / base['answers_per_s']:>6.1f}"
-              f"{v['scored_rows_per_s']:>15.2f}{v['scored_rows_per_s'] / base['scored_rows_per_s']:>6.1f}")
+        print(table.row(label, v["answers_per_s"], v["answers_per_s"] / base["answers_per_s"],
+                        v["scored_rows_per_s"], v["scored_rows_per_s"] / base["scored_rows_per_s"]))
     same = result["dtype_vs_float32"]
     print(f"warm cache outputs identical to the cold run's: {result['warm_equals_cold']}")
     print(f"{result['measured_dtype']} vs float32: {100 * same['answers_agreeing']:.0f}% of answers identical, "
           f"largest per-token log-likelihood difference {same['max_abs_ll_diff']:.3f}, mean per-answer "
           f"{same['mean_abs_answer_ll_diff']:.3f} nats")
-    print(f"wrote {atomic.write_json(Path(opts['out']), result)}")
+    write_result(opts["out"], result)
     return 0 if result["warm_equals_cold"] else 1
 
 

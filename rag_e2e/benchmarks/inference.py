@@ -3,7 +3,7 @@ load, for each variant (int8 reader, bf16 reader, compressed/approximate index, 
 the `rag-e2e ask/serve` options of that name (VARIANTS). Prints a table and writes JSON. `serve` is measured as
 `rag-e2e serve` in its own process, with `clients` kept-alive loopback connections each asking one question per request.
 
-    python -m rag_e2e.bench_inference <pipeline dir> [questions=64] [clients=8] [variants=plain,int8,hnsw,ivf_pq]
+    python -m rag_e2e.benchmarks.inference <pipeline dir> [questions=64] [clients=8] [variants=plain,int8,hnsw,ivf_pq]
         [out=experiments/results/inference/bench.json] [threads=0]
 
 Questions are the test split of the data in the pipeline's config.yaml (the synthetic KB needs no files). Each
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from rag_e2e import atomic
+from rag_e2e.benchmarks.common import parse_options, percentile, timed, write_result
 from rag_e2e.cli import load_pipeline
-from rag_e2e.compose import load_run_config, split_options
+from rag_e2e.compose import load_run_config
 from rag_e2e.data.sources import load_data
 from rag_e2e.errors import ConfigError
 from rag_e2e.eval.metrics import exact_match
@@ -48,24 +48,18 @@ VARIANTS = {
 }
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100), linear between order statistics."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 def time_ask(pipeline: RagPipeline, questions: list[str]) -> tuple[list, dict]:
     """Each question asked alone, in turn: answers, and latency p50/p95 (ms) and questions/s."""
     pipeline.ask(questions[0])  # warm-up (first-call allocations; compilation for torch.compile)
-    latencies, answers = [], []
-    began = time.perf_counter()
-    for q in questions:
-        t0 = time.perf_counter()
-        answers.append(pipeline.ask(q)[0])
-        latencies.append(time.perf_counter() - t0)
-    total = time.perf_counter() - began
+    answers, latencies = [], []
+
+    def ask_each() -> None:
+        for q in questions:
+            result, seconds = timed(pipeline.ask, q)
+            answers.append(result[0])
+            latencies.append(seconds)
+
+    total = timed(ask_each)[1]
     return answers, {"p50_ms": 1000 * percentile(latencies, 50), "p95_ms": 1000 * percentile(latencies, 95),
                      "qps": len(questions) / total}
 
@@ -91,14 +85,15 @@ def time_serve(path: Path, options: dict[str, str], questions: list[str], client
                         question = next(todo, None)
                     if question is None:
                         return latencies
-                    t0 = time.perf_counter()
-                    session.post("/ask", json={"question": question}).raise_for_status()
-                    latencies.append(time.perf_counter() - t0)
+                    response, seconds = timed(session.post, "/ask", json={"question": question})
+                    response.raise_for_status()
+                    latencies.append(seconds)
 
-        began = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=clients) as pool:
-            latencies = [t for part in pool.map(lambda _: client(), range(clients)) for t in part]
-        total = time.perf_counter() - began
+        def all_clients() -> list[float]:
+            with ThreadPoolExecutor(max_workers=clients) as pool:
+                return [t for part in pool.map(lambda _: client(), range(clients)) for t in part]
+
+        latencies, total = timed(all_clients)
         calls = httpx.get(f"{url}/health", timeout=60).json()["model_calls"] - 1
     return {"p50_ms": 1000 * percentile(latencies, 50), "p95_ms": 1000 * percentile(latencies, 95),
             "qps": len(questions) / total, "mean_batch": len(questions) / max(calls, 1)}
@@ -149,9 +144,7 @@ def run(path: Path, variants: list[str], n_questions: int, clients: int) -> dict
     for name in variants:
         if name not in VARIANTS:
             raise ConfigError(f"unknown variant {name!r} (variants: {', '.join(VARIANTS)})")
-        began = time.perf_counter()
-        pipeline = load_pipeline(str(path), VARIANTS[name])
-        load_s = time.perf_counter() - began
+        pipeline, load_s = timed(load_pipeline, str(path), VARIANTS[name])
         answers, ask = time_ask(pipeline, questions)
         index_kind = pipeline.index.kind
         del pipeline  # the server process loads its own
@@ -181,17 +174,15 @@ def _line(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    opts, rest = split_options(argv, {"questions": "64", "clients": "8", "variants": "plain,int8,hnsw,ivf_pq",
-                                      "out": "experiments/results/inference/bench.json", "threads": "0"})
-    if len(rest) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
-    if int(opts["threads"]):
-        torch.set_num_threads(int(opts["threads"]))
+    defaults = {"questions": 64, "clients": 8, "variants": ["plain", "int8", "hnsw", "ivf_pq"],
+                "out": "experiments/results/inference/bench.json", "threads": 0}
+    opts, (path,) = parse_options(argv, defaults, prog="rag_e2e.benchmarks.inference", doc=__doc__, positional=1,
+                                  extra=False)
+    if opts["threads"]:
+        torch.set_num_threads(opts["threads"])
     print(HEADER)
-    result = run(Path(rest[0]), opts["variants"].split(","), int(opts["questions"]), int(opts["clients"]))
-    atomic.write_json(opts["out"], result)
-    print(f"wrote {opts['out']}")
+    result = run(Path(path), opts["variants"], opts["questions"], opts["clients"])
+    write_result(opts["out"], result)
     return 0
 
 
