@@ -65,6 +65,9 @@ class DataConfig:
     prepared_dir: str | None = None  # data=prepared: the `out=` folder of rag-e2e prepare (sets the two paths)
     test_path: str | None = None  # files: a separate test QA file (qa_path is then split into train/dev only)
     corpus_format: str = "auto"
+    # files: open the corpus as a memory-mapped Arrow copy (converted once into $RAG_E2E_CACHE/corpora/), shared by
+    # ranks and workers, instead of a list of Passages in every process (rag_e2e/data/mapped.py)
+    mmap_corpus: bool = False
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/dev/test, by group
     split_unit: str = "groups"  # what the fractions count: groups (articles), or questions (groups still whole)
     split_seed: int = 0

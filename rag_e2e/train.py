@@ -24,6 +24,7 @@ from rag_e2e import atomic
 from rag_e2e.compose import to_yaml
 from rag_e2e.config import RunConfig
 from rag_e2e.console import quiet_libraries
+from rag_e2e.data.mapped import row_lookup
 from rag_e2e.data.sources import RagData, load_data, sample_qids
 from rag_e2e.errors import ConfigError
 from rag_e2e.kernels import force_cpu_search
@@ -304,7 +305,8 @@ def _log_prediction_table(trainer: L.Trainer, records: list[dict], corpus, n: in
     loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
     if not loggers or not records:
         return
-    text = {p.pid: p.text for p in corpus}
+    row_of = row_lookup(corpus)
+    text = {pid: corpus[row_of(pid)].text for r in records[:n] for pid in r["retrieved"][:3]}
     rows = [[r["question"], "\n".join(f"[{pid}] {text[pid][:200]}" for pid in r["retrieved"][:3]), r["answer"] or "",
              " | ".join(r["gold"]), r["gold_rank"]] for r in records[:n]]
     loggers[0].log_table(key="test/predictions", columns=["question", "top passages", "answer", "gold", "gold rank"],

@@ -72,7 +72,12 @@ def data_suffix(path: str | Path) -> str:
 
 
 def load_dpr_tsv(path: str | Path) -> list[Passage]:
-    """Load a DPR-style TSV corpus (e.g. `psgs_w100.tsv`).
+    """All passages of a DPR-style TSV corpus (`iter_dpr_tsv`)."""
+    return list(iter_dpr_tsv(path))
+
+
+def iter_dpr_tsv(path: str | Path) -> Iterator[Passage]:
+    """The passages of a DPR-style TSV corpus (e.g. `psgs_w100.tsv`), one at a time.
 
     The first line is a header naming the columns `id`, `text` and optionally `title`, in any order. Fields may be
     quoted with `""` escapes, as in DPR's dump, so a quoted text may span physical lines.
@@ -80,7 +85,7 @@ def load_dpr_tsv(path: str | Path) -> list[Passage]:
     Args:
         path: the `.tsv` (or `.tsv.gz`) file.
 
-    Returns:
+    Yields:
         Passages in file order.
 
     Raises:
@@ -88,7 +93,6 @@ def load_dpr_tsv(path: str | Path) -> list[Passage]:
     """
     lines = iter_lines(path)
     reader = csv.reader(lines, delimiter="\t", strict=True)
-    passages: list[Passage] = []
     first_line: dict[str, int] = {}
     columns: dict[str, int] | None = None
     n_columns = 0
@@ -110,38 +114,46 @@ def load_dpr_tsv(path: str | Path) -> list[Passage]:
                     path, line_no, None, f"expected {n_columns} tab-separated columns, found {len(row)}"
                 )
             title = row[columns["title"]] if "title" in columns else ""
-            passages.append(_passage(path, line_no, row[columns["id"]], row[columns["text"]], title, first_line))
+            yield _passage(path, line_no, row[columns["id"]], row[columns["text"]], title, first_line)
     except csv.Error as e:
         raise DataFormatError(path, start, None, f"malformed TSV: {e}") from None
     if columns is None:
         raise DataFormatError(path, None, None, "empty file; expected a header line 'id<TAB>text<TAB>title'")
-    return passages
 
 
 def load_corpus_jsonl(path: str | Path) -> list[Passage]:
-    """Load a JSON-lines corpus: one `{"id": str|int, "text": str, "title": str (optional)}` per line.
+    """All passages of a JSON-lines corpus (`iter_corpus_jsonl`)."""
+    return list(iter_corpus_jsonl(path))
+
+
+def iter_corpus_jsonl(path: str | Path) -> Iterator[Passage]:
+    """The passages of a JSON-lines corpus: one `{"id": str|int, "text": str, "title": str (optional)}` per line.
 
     Args:
         path: the `.jsonl` file; blank lines are skipped.
 
-    Returns:
+    Yields:
         Passages in file order.
 
     Raises:
         DataFormatError: a missing or mistyped field, empty id/text, or a duplicate id.
     """
-    passages: list[Passage] = []
     first_line: dict[str, int] = {}
     for line_no, record in iter_jsonl(path):
         pid = json_field(path, line_no, record, "id", (str, int), "a string or integer")
         text = json_field(path, line_no, record, "text", str, "a string")
         title = json_field(path, line_no, record, "title", str, "a string", default="")
-        passages.append(_passage(path, line_no, str(pid), text, title, first_line))
-    return passages
+        yield _passage(path, line_no, str(pid), text, title, first_line)
 
 
 def load_corpus_parquet(path: str | Path) -> list[Passage]:
-    """Load a Parquet corpus (what `rag-e2e prepare` writes): string columns `id`, `text` and optionally `title`.
+    """All passages of a Parquet corpus (`iter_corpus_parquet`)."""
+    return list(iter_corpus_parquet(path))
+
+
+def iter_corpus_parquet(path: str | Path) -> Iterator[Passage]:
+    """The passages of a Parquet corpus (what `rag-e2e prepare` writes): string columns `id`, `text` and optionally
+    `title`, a row group at a time.
 
     Other columns (`doc_id`, `source`) are not read. The reported line is the 1-based row.
 
@@ -166,21 +178,20 @@ def load_corpus_parquet(path: str | Path) -> list[Passage]:
         kind = schema.field(name).type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise DataFormatError(path, None, name, f"expected a string column, got {kind}")
-    passages: list[Passage] = []
     first_line: dict[str, int] = {}
+    row = 0
     try:
         for batch in parquet.iter_batches(columns=columns):  # the Arrow copy of a large corpus is never whole
             rows = batch.to_pydict()
             titles = rows.get("title") or [""] * batch.num_rows
             for pid, text, title in zip(rows["id"], rows["text"], titles, strict=True):
-                row = len(passages) + 1
+                row += 1
                 for name, value in (("id", pid), ("text", text)):
                     if value is None:
                         raise DataFormatError(path, row, name, "null value")
-                passages.append(_passage(path, row, pid, text, title or "", first_line))
+                yield _passage(path, row, pid, text, title or "", first_line)
     except (OSError, pa.ArrowException) as e:
-        raise DataFormatError(path, len(passages) + 1, None, f"cannot read row group ({e})") from None
-    return passages
+        raise DataFormatError(path, row + 1, None, f"cannot read row group ({e})") from None
 
 
 def load_corpus(path: str | Path, fmt: Literal["dpr_tsv", "jsonl", "parquet", "auto"] = "auto") -> list[Passage]:
@@ -191,13 +202,28 @@ def load_corpus(path: str | Path, fmt: Literal["dpr_tsv", "jsonl", "parquet", "a
         DataFormatError: the format cannot be inferred, the file is malformed, or it holds no passage.
         ValueError: `fmt` is not one of the accepted values.
     """
-    if fmt == "auto":
-        ext = data_suffix(path)
-        fmt = {".tsv": "dpr_tsv", ".jsonl": "jsonl", ".parquet": "parquet"}.get(ext)  # type: ignore[assignment]
-        if fmt is None:
-            raise DataFormatError(path, None, None, f"cannot infer corpus format from '{ext}'; pass fmt=")
     loaders = {"dpr_tsv": load_dpr_tsv, "jsonl": load_corpus_jsonl, "parquet": load_corpus_parquet}
-    return load_nonempty(loaders, fmt, path, "no passages: the corpus is empty")
+    return load_nonempty(loaders, corpus_format(path, fmt), path, "no passages: the corpus is empty")
+
+
+def corpus_format(path: str | Path, fmt: str = "auto") -> str:
+    """`fmt`, or under "auto" the format the extension names (`.tsv`, `.jsonl`, optionally `.gz`; `.parquet`)."""
+    if fmt != "auto":
+        return fmt
+    ext = data_suffix(path)
+    found = {".tsv": "dpr_tsv", ".jsonl": "jsonl", ".parquet": "parquet"}.get(ext)
+    if found is None:
+        raise DataFormatError(path, None, None, f"cannot infer corpus format from '{ext}'; pass fmt=")
+    return found
+
+
+def iter_corpus(path: str | Path, fmt: str = "auto") -> Iterator[Passage]:
+    """The passages of a corpus file one at a time, validated as `load_corpus` validates them (no emptiness check)."""
+    readers = {"dpr_tsv": iter_dpr_tsv, "jsonl": iter_corpus_jsonl, "parquet": iter_corpus_parquet}
+    fmt = corpus_format(path, fmt)
+    if fmt not in readers:
+        raise ValueError(f"fmt must be {', '.join(repr(n) for n in readers)} or 'auto', got {fmt!r}")
+    return readers[fmt](path)
 
 
 def load_nonempty(loaders: dict[str, Callable[[str | Path], list]], fmt: str, path: str | Path, empty: str) -> list:

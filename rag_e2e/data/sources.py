@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from rag_e2e.config import DataConfig
 from rag_e2e.data.catalog import fetch_hint
 from rag_e2e.data.chunked import load_squad_chunked
 from rag_e2e.data.corpus import load_corpus
+from rag_e2e.data.mapped import open_mapped, row_lookup
 from rag_e2e.data.qa import load_qa, load_squad, split_by_group
 from rag_e2e.data.synthetic import make_synthetic_kb
 from rag_e2e.data.types import Passage, QAExample
@@ -20,7 +22,7 @@ from rag_e2e.errors import DataFormatError
 class RagData:
     """What one run trains and evaluates on."""
 
-    corpus: list[Passage]
+    corpus: Sequence[Passage]  # a list, or a MappedCorpus (data.mmap_corpus)
     train: list[QAExample]
     dev: list[QAExample]
     test: list[QAExample]
@@ -79,7 +81,12 @@ def load_corpus_of(cfg: DataConfig, base_dir: Path | None = None) -> tuple[list[
     if cfg.source == "squad":
         return _squad(cfg, base_dir)[1], str(_resolve(cfg.qa_path, base_dir, "data.qa_path"))
     path = _resolve(cfg.corpus_path, base_dir, "data.corpus_path")
-    return load_corpus(path, cfg.corpus_format), str(path)
+    return _corpus(cfg, path), str(path)
+
+
+def _corpus(cfg: DataConfig, path: Path) -> Sequence[Passage]:
+    """A `files` corpus: memory-mapped (data.mmap_corpus) or a list."""
+    return open_mapped(path, cfg.corpus_format) if cfg.mmap_corpus else load_corpus(path, cfg.corpus_format)
 
 
 def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
@@ -100,11 +107,11 @@ def load_data(cfg: DataConfig, base_dir: Path | None = None) -> RagData:
         data = RagData(corpus, train, dev, test, reader=[ex for ex in train if ex.context],
                        corpus_source=str(_resolve(cfg.qa_path, base_dir, "data.qa_path")))
     else:
-        corpus = load_corpus(_resolve(cfg.corpus_path, base_dir, "data.corpus_path"), cfg.corpus_format)
+        corpus = _corpus(cfg, _resolve(cfg.corpus_path, base_dir, "data.corpus_path"))
         questions = load_qa(_resolve(cfg.qa_path, base_dir, "data.qa_path"), cfg.qa_format)
-        pids = {p.pid for p in corpus}
+        row_of = row_lookup(corpus)
         for ex in questions:
-            missing = [pid for pid in ex.gold_pids if pid not in pids]
+            missing = [pid for pid in ex.gold_pids if row_of(pid) is None]
             if missing:
                 raise DataFormatError(cfg.qa_path, None, "gold_passage_ids",
                                       f"question {ex.qid} names passage id {missing[0]} not in {cfg.corpus_path}")

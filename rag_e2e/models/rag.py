@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rag_e2e.data.mapped import row_lookup
 from rag_e2e.data.types import Passage, QAExample
 from rag_e2e.losses import ReaderScores, doc_log_prior, scores_from_logits
 from rag_e2e.models.decoding import sequence_decode, token_decode
@@ -43,7 +44,7 @@ class RagModel(nn.Module):
     reader's upper bound). Retrieval is still run and scored in both.
     """
 
-    def __init__(self, encoder: BiEncoder, reader: Reader, corpus: list[Passage], index: Index | None, *, k: int,
+    def __init__(self, encoder: BiEncoder, reader: Reader, corpus: Sequence[Passage], index: Index | None, *, k: int,
                  temperature: float, max_source_length: int, max_target_length: int, marginal: str = "sequence",
                  decoding: str = "thorough",
                  passage_tokenizer=None, max_passage_length: int = 128, fresh_passages: bool = False,
@@ -53,7 +54,7 @@ class RagModel(nn.Module):
         self.reader = reader
         self.generator = reader.model  # registered here, so its weights are this module's `generator.*`
         self.corpus = corpus
-        self.row_of = {p.pid: row for row, p in enumerate(corpus)}
+        self.row_of = row_lookup(corpus)  # pid -> row, None if absent
         self.index: Index | None = None
         if index is not None:
             self.set_index(index)
@@ -119,11 +120,11 @@ class RagModel(nn.Module):
 
     def gold(self, examples: Sequence[QAExample]) -> Retrieved:
         """Each example's first gold passage as its one "retrieved" passage (prior 1)."""
-        missing = [ex.qid for ex in examples if not ex.gold_pids or ex.gold_pids[0] not in self.row_of]
+        missing = [ex.qid for ex in examples if not ex.gold_pids or self.row_of(ex.gold_pids[0]) is None]
         if missing:
             raise ValueError(f"retriever.read_gold: question {missing[0]} has no gold passage in the corpus")
         device = next(self.generator.parameters()).device
-        rows = torch.tensor([[self.row_of[ex.gold_pids[0]]] for ex in examples], device=device)
+        rows = torch.tensor([[self.row_of(ex.gold_pids[0])] for ex in examples], device=device)
         return Retrieved(rows=rows, doc_scores=torch.zeros(rows.shape, device=device))
 
     def to_read(self, ret: Retrieved, examples: Sequence[QAExample], k: int) -> Retrieved:
