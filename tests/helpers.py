@@ -72,3 +72,19 @@ def assemble_with_index(*overrides: str):
     index, _ = parts.refresh.builder.build(parts.module.rag.encoder)
     parts.module.swap_index(index)
     return parts
+
+
+def synthetic_files(folder: Path) -> tuple[Path, Path]:
+    """The tiny synthetic KB as user files (a JSONL corpus and a JSONL QA file with gold ids) in a new `folder`."""
+    import json
+
+    from rag_e2e.data.synthetic import make_synthetic_kb
+
+    kb = make_synthetic_kb(40, 20, 3, 0)
+    folder.mkdir()
+    corpus, qa = folder / "corpus.jsonl", folder / "qa.jsonl"
+    corpus.write_text("".join(json.dumps({"id": p.pid, "title": p.title, "text": p.text}) + "\n" for p in kb.corpus))
+    qa.write_text("".join(json.dumps({"id": ex.qid, "question": ex.question, "answers": list(ex.answers),
+                                      "gold_passage_ids": list(ex.gold_pids)}) + "\n"
+                          for ex in kb.train + kb.dev + kb.test))
+    return corpus, qa

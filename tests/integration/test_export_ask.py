@@ -5,10 +5,9 @@ import shutil
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import DDP_CPU, TINY, tiny_config, train_in_subprocess
+from helpers import DDP_CPU, TINY, synthetic_files, tiny_config, train_in_subprocess
 
 from rag_e2e import cli
-from rag_e2e.data.synthetic import make_synthetic_kb
 from rag_e2e.inference.export import export_run
 from rag_e2e.inference.pipeline import RagPipeline
 from rag_e2e.inference.serve import create_app
@@ -16,18 +15,6 @@ from rag_e2e.train import train
 
 FAST = ["trainer.max_steps=6", "trainer.val_check_interval=100", "model.reader_warmup_steps=0",
         "eval.before_training=false"]
-
-
-def _write_files(folder):
-    """The tiny synthetic KB as user files: a JSONL corpus and a JSONL QA file."""
-    kb = make_synthetic_kb(40, 20, 3, 0)
-    folder.mkdir()
-    corpus, qa = folder / "corpus.jsonl", folder / "qa.jsonl"
-    corpus.write_text("".join(json.dumps({"id": p.pid, "title": p.title, "text": p.text}) + "\n" for p in kb.corpus))
-    qa.write_text("".join(json.dumps({"id": ex.qid, "question": ex.question, "answers": list(ex.answers),
-                                      "gold_passage_ids": list(ex.gold_pids)}) + "\n"
-                          for ex in kb.train + kb.dev + kb.test))
-    return corpus, qa
 
 
 def _predictions(run_dir):
@@ -40,7 +27,7 @@ def _asked(pipeline: RagPipeline, records: list[dict], k: int) -> list[tuple[str
 
 
 def test_export_answers_as_the_run_evaluated_with_no_data_or_run_left(tmp_path, capsys):
-    corpus, qa = _write_files(tmp_path / "data")
+    corpus, qa = synthetic_files(tmp_path / "data")
     run_dir = tmp_path / "run"
     train(tiny_config(*FAST, "data=files", f"data.corpus_path={corpus}", f"data.qa_path={qa}", run_dir=run_dir),
           progress=False)

@@ -3,10 +3,9 @@
 import json
 
 import pytest
-from helpers import DDP_CPU, TINY, tiny_config, train_in_subprocess
+from helpers import DDP_CPU, TINY, synthetic_files, tiny_config, train_in_subprocess
 
 from rag_e2e import cli
-from rag_e2e.data.synthetic import make_synthetic_kb
 from rag_e2e.train import train
 
 FAST = ["trainer.max_steps=6", "trainer.val_check_interval=100", "model.reader_warmup_steps=0",
@@ -14,13 +13,7 @@ FAST = ["trainer.max_steps=6", "trainer.val_check_interval=100", "model.reader_w
 
 
 def _files(folder):
-    kb = make_synthetic_kb(40, 20, 3, 0)
-    folder.mkdir()
-    corpus, qa = folder / "corpus.jsonl", folder / "qa.jsonl"
-    corpus.write_text("".join(json.dumps({"id": p.pid, "title": p.title, "text": p.text}) + "\n" for p in kb.corpus))
-    qa.write_text("".join(json.dumps({"id": ex.qid, "question": ex.question, "answers": list(ex.answers),
-                                      "gold_passage_ids": list(ex.gold_pids)}) + "\n"
-                          for ex in kb.train + kb.dev + kb.test))
+    corpus, qa = synthetic_files(folder)
     return ["data=files", f"data.corpus_path={corpus}", f"data.qa_path={qa}"]
 
 
