@@ -1,4 +1,5 @@
-"""QA and retrieval metrics: SQuAD EM/F1, ROUGE-L, corpus BLEU, DPR answer matching, recall@k, MRR. Pure functions."""
+"""QA and retrieval metrics: SQuAD EM/F1, ROUGE-L, corpus BLEU, DPR answer matching, recall@k, MRR, R-precision.
+Pure functions."""
 
 from __future__ import annotations
 
@@ -132,6 +133,19 @@ def recall_at_k(ranks: Sequence[int | None], k: int) -> float:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     return sum(r is not None and r <= k for r in ranks) / len(ranks) if ranks else 0.0
+
+
+def r_precision(retrieved: Sequence[str], gold: Sequence[str]) -> float:
+    """R-precision (KILT's retrieval measure, at passage level): of the top R retrieved, the fraction that are gold,
+    R being the number of distinct gold passages. |top-R ∩ gold| / R; a list shorter than R counts what it has.
+
+    Raises:
+        ValueError: no gold passage (R-precision is defined only where the data has provenance).
+    """
+    wanted = set(gold)
+    if not wanted:
+        raise ValueError("r_precision needs at least one gold passage id")
+    return sum(pid in wanted for pid in retrieved[: len(wanted)]) / len(wanted)
 
 
 def mrr(ranks: Sequence[int | None], cutoff: int | None = None) -> float:

@@ -20,7 +20,8 @@ from rag_e2e import atomic
 from rag_e2e.errors import DataFormatError
 from rag_e2e.eval.predictions import Prediction
 
-DEFAULT_MEASURES = ("nDCG@10", "RR", "Success@1", "Success@5", "Success@10", "R@10")
+# Rprec: KILT's R-precision, here over gold passage ids (the questions with provenance: `judged`)
+DEFAULT_MEASURES = ("nDCG@10", "RR", "Rprec", "Success@1", "Success@5", "Success@10", "R@10")
 
 
 def judged(predictions: Sequence[Prediction]) -> list[Prediction]:

@@ -39,6 +39,21 @@ def test_ir_measures_agrees_with_our_metrics_and_the_ndcg_definition():
     assert got["nDCG@10"] == pytest.approx(want, abs=1e-4)  # trec_eval prints 4 decimals; pytrec_eval is float64
 
 
+def test_rprec_agrees_with_kilt_r_precision():
+    preds = _predictions(random.Random(), k=5)
+    got = trec.measure(preds, ["Rprec"])["Rprec"]
+    want = sum(metrics.r_precision(p.retrieved, p.gold_pids) for p in preds) / len(preds)
+    assert got == pytest.approx(want, abs=1e-4)  # trec_eval's 4 decimals
+
+
+def test_r_precision_by_hand():
+    assert metrics.r_precision(["a", "x", "b"], ["a", "b"]) == 0.5  # R=2: top 2 hold one gold
+    assert metrics.r_precision(["b", "a", "x"], ["a", "b", "b"]) == 1.0  # distinct gold ids: R=2
+    assert metrics.r_precision(["a"], ["a", "b", "c"]) == pytest.approx(1 / 3)  # shorter than R
+    with pytest.raises(ValueError, match="gold passage"):
+        metrics.r_precision(["a"], [])
+
+
 def test_ndcg_by_hand():
     assert trec.ndcg_at(["a", "b", "c"], {"a"}, 10) == 1.0
     assert trec.ndcg_at(["x", "a"], {"a"}, 10) == pytest.approx(1 / 1.584962500721156)  # 1/log2(3)
