@@ -195,7 +195,7 @@ def _task(cfg: DictConfig) -> float | None:
             _same_config(run, run_dir)
             print(f"{run_dir}: finished before (metrics.json), not run again")
             return _read_metric(run_dir / "metrics.json", run.optimized_metric)
-        if multirun and run.trainer.devices > 1 and "SLURM_NTASKS" not in os.environ:
+        if multirun and run.trainer.devices != 1 and "SLURM_NTASKS" not in os.environ:
             _replay_as_single_run(run_dir)
         metrics_path = train(run)
     except RagE2EError as err:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import OmegaConf
@@ -82,15 +83,23 @@ def _check_against_data(cfg: RunConfig, data: RagData) -> None:
                           "`model.reader_ready_nll=null`")
 
 
-def _strategy(cfg: RunConfig):
-    """`trainer.strategy`; DDP with `find_unused_parameters` when a warm-up phase leaves the retriever unused (the
-    reader trains alone), which DDP's default would reject at the next step."""
-    t = cfg.trainer
-    if t.strategy == "ddp" and cfg.model.reader_warmup_steps > 0:
-        from lightning.pytorch.strategies import DDPStrategy
+UNUSED_TRUE, UNUSED_FALSE = "_find_unused_parameters_true", "_find_unused_parameters_false"
 
-        return DDPStrategy(find_unused_parameters=True)
-    return t.strategy
+
+def _strategy(cfg: RunConfig) -> str:
+    """`trainer.strategy`, in its `find_unused_parameters=True` spelling when a warm-up phase leaves the retriever
+    unused (the reader trains alone), which DDP's default rejects at the next step: ddp, ddp_spawn, ddp_fork and
+    ddp_notebook each have one in Lightning's registry."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    name = cfg.trainer.strategy
+    if cfg.model.reader_warmup_steps <= 0 or not name.startswith("ddp") or name.endswith(UNUSED_TRUE):
+        return name
+    if name.endswith(UNUSED_FALSE):
+        raise ConfigError(f"`trainer.strategy={name}` rejects the parameters `model.reader_warmup_steps` leaves "
+                          f"unused (the retriever, while the reader trains alone): use "
+                          f"{name.removesuffix(UNUSED_FALSE)}{UNUSED_TRUE}, or set `model.reader_warmup_steps=0`")
+    return name + UNUSED_TRUE if name + UNUSED_TRUE in StrategyRegistry else name
 
 
 def index_params(cfg: RunConfig) -> dict:
@@ -239,6 +248,15 @@ def build_trainer(cfg: RunConfig, run_dir: Path, refresh: IndexRefreshCallback, 
                                           save_last=True, auto_insert_metric_name=False)]
     if progress:
         callbacks.append(StepProgressBar())
+    try:
+        return _trainer(cfg, run_dir, callbacks, progress, log)
+    except (ValueError, MisconfigurationException) as err:  # Lightning's own refusals (e.g. FSDP without a GPU)
+        raise ConfigError(f"`trainer.strategy={t.strategy}` `trainer.accelerator={t.accelerator}` "
+                          f"`trainer.devices={t.devices}`: {' '.join(str(err).split())}") from None
+
+
+def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, progress: bool, log: bool) -> L.Trainer:
+    t = cfg.trainer
     return L.Trainer(max_steps=t.max_steps, val_check_interval=t.val_check_interval, check_val_every_n_epoch=None,
                      limit_val_batches=t.limit_val_batches, accelerator=t.accelerator, devices=t.devices,
                      num_nodes=t.num_nodes,
