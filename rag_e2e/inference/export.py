@@ -1,8 +1,8 @@
 """`rag-e2e export <run dir> <out dir>`: a finished (or interrupted) training run -> a self-contained pipeline folder.
 
-The checkpoint holds the full model whatever the training world size, and the index is encoded again here, in one
-process, over the whole corpus with the checkpoint's passage tower: so a run trained on N processes (whose live
-index was N per-rank shards) exports one index, current with the final weights.
+The checkpoint holds the full model whatever the training world size, and the index is one index over the whole
+corpus, current with the checkpoint's passage tower: the run's saved vectors when that tower encoded them (its N
+per-rank shards joined; `saved_vectors.py`), else encoded again here, in one process.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from rag_e2e.config import RunConfig
 from rag_e2e.data.sources import load_corpus_of
 from rag_e2e.errors import ConfigError
 from rag_e2e.inference.pipeline import PipelineSettings, RagPipeline
+from rag_e2e.inference.saved_vectors import saved_vectors
 from rag_e2e.lightning.checkpoint_io import load_checkpoint
 from rag_e2e.models.generator import prompt_format
+from rag_e2e.retrieval.index import build_index, state_fingerprint
 from rag_e2e.retrieval.refresh import IndexBuilder
 from rag_e2e.train import build_encoder, build_trained_reader, index_params
 
@@ -51,19 +53,31 @@ def pipeline_from_run(run_dir: str | Path, checkpoint: str | Path | None = None,
         raise ConfigError(f"{config_file}: `retriever.read_gold` reads each question's gold passage, an oracle with "
                           "no retrieval to deploy; export a run that retrieves")
     checkpoint = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.ckpt"
-    return pipeline_from_config(cfg, load_checkpoint(checkpoint)["state_dict"], base_dir, progress)
+    return pipeline_from_config(cfg, load_checkpoint(checkpoint)["state_dict"], base_dir, progress,
+                                saved_index_dir=run_dir / "index")
 
 
 def pipeline_from_config(cfg: RunConfig, state_dict: dict | None = None, base_dir: Path | None = None,
-                         progress: bool = False) -> RagPipeline:
+                         progress: bool = False, saved_index_dir: Path | None = None) -> RagPipeline:
     """The pipeline `cfg` describes, with a RagLitModule checkpoint's weights (`state_dict`; None: as initialised),
-    and an index over the corpus encoded now, in this process, by its passage tower."""
+    and an index over the corpus by its passage tower: the vectors saved in `saved_index_dir` where that tower
+    encoded them, else encoded now, in this process."""
     encoder, tokenizer = build_encoder(cfg, state_dict)
     reader = build_trained_reader(cfg, state_dict)
     corpus, _ = load_corpus_of(cfg.data, base_dir)
     builder = IndexBuilder(corpus, tokenizer, cfg.encoder.max_passage_length, cfg.retriever.encode_batch_size,
                            kind=cfg.index.kind, index_params=index_params(cfg))
-    index, _ = builder.build(encoder, progress=progress)
+    saved = None
+    if saved_index_dir is not None and saved_index_dir.is_dir():
+        saved = saved_vectors(saved_index_dir, corpus_fingerprint=builder.corpus_fingerprint,
+                              encoder_fingerprint=state_fingerprint(encoder.passage_model), size=len(corpus))
+    if saved is not None:
+        vectors, version = saved
+        print(f"export: the run's saved vectors ({saved_index_dir.name}/{version}), encoded by this checkpoint's "
+              "passage tower: not encoding the corpus again")
+        index = build_index(cfg.index.kind, vectors, **index_params(cfg))
+    else:
+        index, _ = builder.build(encoder, progress=progress)
     return RagPipeline(encoder, tokenizer, reader, corpus, index, settings_of(cfg))
 
 

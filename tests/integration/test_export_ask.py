@@ -63,12 +63,14 @@ def test_export_refuses_a_run_without_a_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.distributed
-def test_a_two_process_ddp_run_is_served_by_one(tmp_path):
+def test_a_two_process_ddp_run_is_served_by_one(tmp_path, capsys):
     run_dir = tmp_path / "ddp"
     train_in_subprocess(*TINY, *FAST, *DDP_CPU, "eval.ks=[1,3]", f"run_dir={run_dir}")
     shards = sorted(p.name.split("-", 1)[1] for p in (run_dir / "index").iterdir())
     assert shards == ["rank0-of-2", "rank1-of-2"]  # the live index was two per-rank shards
     export_run(run_dir, tmp_path / "export")
+    # the passage tower is frozen here: its two saved shards are joined, not encoded again
+    assert "saved vectors (index/v0, 2 shard(s))" in capsys.readouterr().out
     pipeline = RagPipeline.from_pretrained(tmp_path / "export")
     assert pipeline.index.size == len(pipeline.corpus)  # one index over the whole corpus
     records = _predictions(run_dir)
