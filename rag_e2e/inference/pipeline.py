@@ -33,7 +33,8 @@ from rag_e2e.models.generator import wrap_reader
 from rag_e2e.models.rag import RagModel
 from rag_e2e.models.reader import MemoizedReader, Reader
 from rag_e2e.retrieval.encoders import BiEncoder
-from rag_e2e.retrieval.index import Index, build_index, load_index, save_index
+from rag_e2e.retrieval.index import build_index, load_index, save_index
+from rag_e2e.retrieval.index_base import Index
 from rag_e2e.retrieval.index_io import IndexMeta, corpus_fingerprint, state_fingerprint
 
 FORMAT_VERSION = 1

@@ -6,44 +6,24 @@ passage tower while training goes on against the stale index; the finished index
 the stale vs fresh index on fixed probe questions). The checkpoint records the schedule position and the live index
 (path + encoder fingerprint); resuming reloads it, or re-encodes when it is missing or does not match.
 
-scope="partial": between full rebuilds (every `full_every`-th refresh) a refresh re-encodes only a fraction of the
-corpus (`rag_e2e.retrieval.partial_refresh`: the rows training retrieved, a random drift probe, and the rows
-predicted to drift most) and patches them into a copy of the live vectors; `row_steps` records per row the step of
-the tower that encoded it.
+scope="partial" re-encodes a fraction of the corpus between full rebuilds (`refresh_scope.py`). The worker thread:
+`refresh_worker.py`; the saved indexes on disk: `refresh_saves.py`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from rag_e2e.errors import ConfigError, RagE2EError
-from rag_e2e.retrieval.distributed import ShardedIndex
+from rag_e2e.lightning.refresh_saves import SavedIndexes
+from rag_e2e.lightning.refresh_scope import RefreshScope
+from rag_e2e.lightning.refresh_worker import RefreshWorker
 from rag_e2e.retrieval.encoders import eval_mode
-from rag_e2e.retrieval.index import Index, IndexMeta, load_index, save_index
+from rag_e2e.retrieval.index_base import Index
 from rag_e2e.retrieval.refresh import BuildStats, IndexBuilder, snapshot_passage_tower, staleness
 from rag_e2e.schedule import RefreshSchedule
-
-
-def _per_thread_intra_op() -> bool:
-    """Whether torch.set_num_threads affects only the calling thread: true with the OpenMP backend, where the thread
-    count is a per-thread OpenMP setting; with the native pool it would resize training's threads too."""
-    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
-
-
-def _lower_this_threads_priority(nice: int) -> None:
-    """Raise the calling thread's nice value to `nice` (Linux: a thread is its own scheduling entity, so training's
-    threads keep theirs). Raising it needs no privilege; where per-thread priorities are missing, a no-op."""
-    if nice > 0 and hasattr(os, "setpriority"):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
 
 
 def _str(path: Path | None) -> str | None:
@@ -71,7 +51,7 @@ class IndexRefreshCallback(L.Callback):
             minus `cpu_worker_threads` (at least 1) and gets it back when the new index is swapped in.
         cpu_worker_nice: async on CPU: the worker thread's nice value (0: training's). Above 0 the encoder runs at a
             lower priority and takes the cycles training leaves; 19 (the default) measured best (README).
-        scope: "full" (re-encode everything) or "partial" (see the module docstring).
+        scope: "full" (re-encode everything) or "partial" (`RefreshScope`).
         partial_fraction: partial: share of the corpus re-encoded per partial refresh.
         full_every: partial: every full_every-th refresh is a full rebuild (0: never).
         probe_share: partial: share of a partial refresh's budget spent on the random drift probe.
@@ -85,58 +65,43 @@ class IndexRefreshCallback(L.Callback):
                  progress: bool = False, cpu_worker_threads: int = 1, cpu_yield_threads: bool = False,
                  cpu_worker_nice: int = 19, scope: str = "full",
                  partial_fraction: float = 0.1, full_every: int = 4, probe_share: float = 0.25, audit: bool = False):
-        self.builder, self.schedule, self.mode = builder, schedule, mode
-        self.scope, self.partial_fraction, self.full_every = scope, partial_fraction, full_every
-        self.probe_share, self.audit = probe_share, audit
-        n_rows = len(builder.corpus)
-        self.row_steps = torch.zeros(n_rows, dtype=torch.int64)  # step of the tower that encoded each live row
-        self.hits = torch.zeros(n_rows, dtype=torch.int64)  # rows retrieved in training since the last refresh
+        self.builder, self.schedule, self.mode, self.audit = builder, schedule, mode, audit
+        self.scope = RefreshScope(len(builder.corpus), scope, partial_fraction, full_every, probe_share)
         self.probe, self.k, self.progress = probe, k, progress
-        self.cpu_worker_threads, self.cpu_yield_threads = cpu_worker_threads, cpu_yield_threads
-        self.cpu_worker_nice = cpu_worker_nice
-        self._yielded_from: int | None = None  # training's thread count while it yields cores to the worker
-        self.index_dir = Path(index_dir) if index_dir is not None else None
+        self.worker = RefreshWorker(cpu_worker_threads, cpu_yield_threads, cpu_worker_nice)  # async mode only
         self.corpus_fingerprint = builder.corpus_fingerprint
+        self.saved = SavedIndexes(index_dir, self.corpus_fingerprint)  # the live index on disk, for checkpoints
         self.version = 0  # 0 = the index built from the initial passage tower
         self.index_step = 0  # training step of the passage-tower weights the live index was encoded with
-        self.index_path: str | None = None
         self.encoder_fingerprint: str | None = None
         self.history: list[dict] = []  # one record per refresh (also logged)
         self.skipped = 0  # async refreshes not started because the previous one was still running
         self._restored: dict | None = None
         self._world_size = 1  # saved indexes are per-rank shards: reloadable only under the same world size
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: tuple[Future, int, float] | None = None  # (future, snapshot step, start time)
-        # Saved indexes named by the last two checkpoints written: kept until newer ones are, so a run killed while
-        # (or after) writing a checkpoint resumes from the one on disk without re-encoding the corpus.
-        self._checkpointed: list[str] = []
         self._initial_embeddings: Path | None = None  # the initial encoding's memmap: kept, other runs may reuse it
         self._live_embeddings: Path | None = None  # the memmap the live index searches
 
     @property
     def in_flight(self) -> bool:
         """An async refresh is encoding now (training steps overlap it)."""
-        return self._pending is not None
+        return self.worker.in_flight
 
     # ---- building and swapping ------------------------------------------------------------------------------------
     def _build(self, trainer: L.Trainer, encoder) -> tuple[Index, BuildStats]:
         return self.builder.build(encoder, rank=trainer.global_rank, world_size=trainer.world_size,
                                   progress=self.progress)
 
-    def _partial_due(self, version: int) -> bool:
-        """Whether refresh number `version` (1, 2, ...) is a partial one."""
-        return self.scope == "partial" and (self.full_every == 0 or version % self.full_every != 0)
-
     def _build_refresh(self, trainer: L.Trainer, pl_module, encoder, version: int, step: int, hits: torch.Tensor,
                        full: bool = False, audit: bool = True) -> tuple[Index, BuildStats, dict]:
         """Refresh number `version`: a full build, or a partial one from the live index and `hits`. The dict holds
         what the record logs beyond the build's cost (rows, drift; overlap_vs_full when auditing)."""
-        if full or not self._partial_due(version):
+        if full or not self.scope.partial_due(version):
             index, stats = self._build(trainer, encoder)
             return index, stats, {"partial": 0.0, "rows": float(stats.passages), "_rows": None}
         index, stats, chosen, info = self.builder.build_partial(
-            encoder, pl_module.rag.index, hits, fraction=self.partial_fraction, probe_share=self.probe_share,
-            seed=trainer.global_rank * 1_000_003 + version, previous_fingerprint=self.encoder_fingerprint or "")
+            encoder, pl_module.rag.index, hits, fraction=self.scope.partial_fraction,
+            probe_share=self.scope.probe_share, seed=trainer.global_rank * 1_000_003 + version,
+            previous_fingerprint=self.encoder_fingerprint or "")
         info = {"partial": 1.0, **info, "_rows": chosen.rows}
         if audit and self.audit and self.probe is not None:  # staleness against a full re-encode, after and before
             fresh, _ = self._build(trainer, encoder)
@@ -161,17 +126,13 @@ class IndexRefreshCallback(L.Callback):
                   "passages_per_s": stats.passages_per_s, **info}
         if old is not None and self.probe is not None:
             record.update(staleness(old, index, self._probe_reps(pl_module), self.k))
-        if rows is None:
-            self.row_steps.fill_(step)
-        else:
-            self.row_steps[rows] = step
-        record["fresh_fraction"] = (self.row_steps == step).double().mean().item()
+        record["fresh_fraction"] = self.scope.mark_encoded(rows, step)
         pl_module.swap_index(index)
         previous, self._live_embeddings = self._live_embeddings, stats.embeddings_path
         self._discard(previous)  # its memmap, if any, is no longer searched
         self.version, self.index_step, self.encoder_fingerprint = self.version + 1, step, stats.encoder_fingerprint
-        self._keep_saved(saved if saved is not None else self._save(trainer.global_rank, trainer.world_size, index,
-                                                                     stats, self.version, step))
+        self.saved.keep(saved if saved is not None else self.saved.save(trainer.global_rank, trainer.world_size,
+                                                                        index, stats, self.version, step))
         self.history.append(record)
         if log:  # Lightning allows self.log in batch hooks, not in on_train_start / on_train_end
             for name, value in record.items():
@@ -182,32 +143,6 @@ class IndexRefreshCallback(L.Callback):
         q_ids, q_mask = (t.to(pl_module.device) for t in self.probe)
         with eval_mode(pl_module.rag.encoder) as encoder:
             return encoder.encode_query(q_ids, q_mask)
-
-    def _save(self, rank: int, world_size: int, index: Index, stats: BuildStats, version: int,
-              step: int) -> str | None:
-        """Save this rank's shard of `index` as version `version` (None: not saving). Vectors in an embeddings memmap
-        are hard-linked, not copied; the async worker calls this too, so the training thread never writes them."""
-        if self.index_dir is None:
-            return None
-        path = self.index_dir / f"v{version}-rank{rank}-of-{world_size}"
-        local = index.local if isinstance(index, ShardedIndex) else index  # each rank saves its own shard
-        meta = IndexMeta.for_index(local, corpus_fingerprint=self.corpus_fingerprint,
-                                   encoder_fingerprint=stats.encoder_fingerprint, encoder_step=step)
-        save_index(local, path, meta)
-        return str(path)
-
-    def _keep_saved(self, path: str | None) -> None:
-        """`path` is the saved live index now; remove the one it replaces (we wrote it) unless a checkpoint names it."""
-        previous, self.index_path = self.index_path, path
-        if previous and previous != path and previous not in self._checkpointed:
-            shutil.rmtree(previous, ignore_errors=True)
-
-    def _prune(self, keep: list[str]) -> None:
-        """Remove saved indexes no checkpoint that may be on disk names any more (and that are not live)."""
-        for path in self._checkpointed:
-            if path not in keep and path != self.index_path:
-                shutil.rmtree(path, ignore_errors=True)
-        self._checkpointed = keep
 
     def _ensure_index(self, trainer: L.Trainer, pl_module) -> None:
         if pl_module.rag.index is None:
@@ -225,10 +160,10 @@ class IndexRefreshCallback(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         self._world_size = trainer.world_size
-        self._check_partial(trainer)
-        self._count_hits(pl_module)
+        self.scope.check(self.mode, trainer.world_size, self.builder.embeddings_dir)
+        self.scope.count_hits(pl_module)
         if self.mode == "async":
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-refresh")
+            self.worker.start()
         if self._restored is not None:
             if not self._restore(trainer, pl_module):  # no usable saved index: encode the restored tower again
                 self._rebuild(trainer, pl_module)
@@ -236,36 +171,28 @@ class IndexRefreshCallback(L.Callback):
                 self._refresh_now(trainer, pl_module)  # due (or in flight) when the checkpoint was written: redo
             return
         self._ensure_index(trainer, pl_module)
-        if self.index_path is None:
-            self._keep_saved(self._save(trainer.global_rank, trainer.world_size, pl_module.rag.index,
-                                        BuildStats(0, 0.0, 0.0, self.encoder_fingerprint or ""), self.version,
-                                        self.index_step))
+        if self.saved.path is None:
+            self.saved.keep(self.saved.save(trainer.global_rank, trainer.world_size, pl_module.rag.index,
+                                            BuildStats(0, 0.0, 0.0, self.encoder_fingerprint or ""), self.version,
+                                            self.index_step))
 
     def _restore(self, trainer: L.Trainer, pl_module) -> bool:
         """Reload the index that was live at the checkpoint; False when it is missing or does not match."""
         state, self._restored = self._restored, None
         self.history, self.skipped = state.get("history", []), state.get("skipped", 0)
         self.version, self.index_step = state["version"], state["index_step"]
-        if "row_steps" in state:  # written since partial refresh
-            self.row_steps.copy_(state["row_steps"])
-            self.hits.copy_(state["hits"])
-        else:
-            self.row_steps.fill_(self.index_step)
+        self.scope.load_state_dict(state, self.index_step)
         self._initial_embeddings = _path(state.get("initial_embeddings"))
         self._live_embeddings = _path(state.get("live_embeddings"))
         path = state.get("index_path")
-        # the saved indexes of older checkpoints still on disk, pruned later as the uninterrupted run prunes them
-        self._checkpointed = [p for p in state.get("checkpointed", []) if p != path]
+        self.saved.restore(path, state.get("checkpointed", []))
         if path is None or state.get("world_size") != trainer.world_size:
             return False
-        try:
-            local, meta = load_index(path, corpus_fingerprint=self.corpus_fingerprint,
-                                     encoder_fingerprint=state["encoder_fingerprint"])
-        except (RagE2EError, OSError) as err:
-            print(f"index refresh: cannot reload the live index ({err}); re-encoding the corpus")
+        loaded = self.saved.load(path, state["encoder_fingerprint"])
+        if loaded is None:
             return False
-        self.index_path, self.encoder_fingerprint = path, meta.encoder_fingerprint
-        self._checkpointed.append(path)
+        local, meta = loaded
+        self.encoder_fingerprint = meta.encoder_fingerprint
         pl_module.swap_index(self.builder.shard_index(local, trainer.global_rank, trainer.world_size))
         return True
 
@@ -274,46 +201,22 @@ class IndexRefreshCallback(L.Callback):
         index, stats = self._build(trainer, pl_module.rag.encoder)
         pl_module.swap_index(index)
         self.encoder_fingerprint, self._live_embeddings = stats.encoder_fingerprint, stats.embeddings_path
-        self.index_path = None
-        self._keep_saved(self._save(trainer.global_rank, trainer.world_size, index, stats, self.version,
-                                    self.index_step))
+        self.saved.path = None
+        self.saved.keep(self.saved.save(trainer.global_rank, trainer.world_size, index, stats, self.version,
+                                        self.index_step))
 
     def _refresh_now(self, trainer: L.Trainer, pl_module, log: bool = False, full: bool = False) -> None:
-        hits = self._take_hits(pl_module)
+        hits = self.scope.take_hits(pl_module)
         index, stats, info = self._build_refresh(trainer, pl_module, pl_module.rag.encoder, self.version + 1,
                                                  trainer.global_step, hits, full=full)
         self._install(trainer, pl_module, index, stats, trainer.global_step, log=log, info=info)
 
-    def _take_hits(self, pl_module) -> torch.Tensor:
-        """The rows retrieved since the last refresh; counting starts again from zero."""
-        hits, self.hits = self.hits, torch.zeros_like(self.hits)
-        self._count_hits(pl_module)
-        return hits
-
-    def _count_hits(self, pl_module) -> None:
-        """Partial scope: let the model count the rows training retrieves into `self.hits`."""
-        if self.scope == "partial":
-            pl_module.rag.retrieval_hits = self.hits
-
-    def _check_partial(self, trainer: L.Trainer) -> None:
-        if self.scope != "partial" or self.mode in ("off", "stale"):
-            return
-        if trainer.world_size > 1:
-            raise ConfigError("refresh.scope=partial runs in a single process for now (world size "
-                              f"{trainer.world_size}); use refresh.scope=full under DDP")
-        if self.builder.embeddings_dir is not None:
-            raise ConfigError("refresh.scope=partial patches vectors in RAM; unset index.embeddings_dir or use "
-                              "refresh.scope=full")
-
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
-        if self._pending is None:
+        if not self.worker.in_flight:
             return
-        future, step, _ = self._pending
         # Every rank swaps at the same step, or their collective searches would mix index versions.
-        if trainer.strategy.reduce_boolean_decision(future.done(), all=True):
-            self._pending = None
-            self._take_back_threads()
-            index, stats, saved, info = future.result()
+        if trainer.strategy.reduce_boolean_decision(self.worker.done(), all=True):
+            (index, stats, saved, info), step = self.worker.collect()
             self._install(trainer, pl_module, index, stats, step, saved=saved, info=info)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -323,85 +226,50 @@ class IndexRefreshCallback(L.Callback):
         if self.mode == "sync":
             self._refresh_now(trainer, pl_module, log=True)
             return
-        if self._pending is not None:  # the previous refresh is still encoding: skip this one, do not queue
+        if self.worker.in_flight:  # the previous refresh is still encoding: skip this one, do not queue
             self.skipped += 1
             pl_module.log("refresh/skipped", float(self.skipped), rank_zero_only=True, batch_size=1)
             return
         snapshot = snapshot_passage_tower(pl_module.rag.encoder)
-        device = pl_module.device
-        ready = torch.cuda.current_stream(device).record_event() if device.type == "cuda" else None
-        hits = self._take_hits(pl_module)
-        if ready is None:
-            self._yield_threads()
-        self._pending = (self._pool.submit(self._build_async, trainer, pl_module, snapshot, device, ready,
-                                           self.version + 1, step, hits), step, time.perf_counter())
+        hits = self.scope.take_hits(pl_module)
+        self.worker.submit(self._build_async, trainer, pl_module, snapshot, self.version + 1, step, hits,
+                           device=pl_module.device, step=step)
 
-    def _yield_threads(self) -> None:
-        """Training thread, async refresh on CPU: leave the worker its cores (per-thread settings only)."""
-        if self.cpu_yield_threads and self.cpu_worker_threads and _per_thread_intra_op():
-            self._yielded_from = torch.get_num_threads()
-            torch.set_num_threads(max(1, self._yielded_from - self.cpu_worker_threads))
-
-    def _take_back_threads(self) -> None:
-        if self._yielded_from is not None:
-            torch.set_num_threads(self._yielded_from)
-            self._yielded_from = None
-
-    def _build_async(self, trainer: L.Trainer, pl_module, snapshot, device: torch.device, ready, version: int,
-                     step: int, hits: torch.Tensor) -> tuple[Index, BuildStats, str | None, dict]:
+    def _build_async(self, encoding, trainer: L.Trainer, pl_module, snapshot, version: int, step: int,
+                     hits: torch.Tensor) -> tuple[Index, BuildStats, str | None, dict]:
         """Encode, build and save in the worker thread; the training thread only swaps the result in. (A partial
         refresh reads the live index, which only the training thread replaces, after this returns; no audit here:
         it would run the live query tower in this thread.)"""
-        def build():
-            return self._build_refresh(trainer, pl_module, snapshot, version, step, hits, audit=False)
-
-        if ready is None:
-            if self.cpu_worker_threads and _per_thread_intra_op():
-                torch.set_num_threads(self.cpu_worker_threads)  # this worker thread only
-            _lower_this_threads_priority(self.cpu_worker_nice)
-            index, stats, info = build()
-        else:  # encode on a side stream, once the snapshot copy has finished on the training stream
-            stream = torch.cuda.Stream(device=device)
-            stream.wait_event(ready)
-            with torch.cuda.stream(stream):
-                index, stats, info = build()
-            stream.synchronize()
-        saved = self._save(trainer.global_rank, trainer.world_size, index, stats, version, step)
+        with encoding():  # on CPU: the worker's cores; on CUDA: a side stream, once the snapshot copy has finished
+            index, stats, info = self._build_refresh(trainer, pl_module, snapshot, version, step, hits, audit=False)
+        saved = self.saved.save(trainer.global_rank, trainer.world_size, index, stats, version, step)
         return index, stats, saved, info
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        if self._pending is not None:  # let the in-flight refresh finish
-            future, step, _ = self._pending
-            index, stats, saved, info = future.result()
-            self._pending = None
-            self._take_back_threads()
+        if self.worker.in_flight:  # let the in-flight refresh finish
+            (index, stats, saved, info), step = self.worker.collect()
             if step == trainer.global_step and not info.get("partial"):  # the final tower, fully: use it
                 self._install(trainer, pl_module, index, stats, step, log=False, saved=saved, info=info)
             else:  # superseded by the final refresh below: drop what it wrote
                 self._discard(stats.embeddings_path)
-                if saved is not None:
-                    shutil.rmtree(saved, ignore_errors=True)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+                self.saved.drop(saved)
+        self.worker.shutdown()
         # Evaluate with an index that matches the final passage tower (in full, whatever the scope).
-        patched = bool(self.row_steps.ne(self.index_step).any())  # a partial refresh left stale rows
-        if self.mode != "off" and (self.index_step < trainer.global_step or patched):
+        if self.mode != "off" and (self.index_step < trainer.global_step or self.scope.patched(self.index_step)):
             self._refresh_now(trainer, pl_module, full=True)
-        self._prune([])  # training is over: only the live index stays
+        self.saved.prune([])  # training is over: only the live index stays
 
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
-        self._take_back_threads()  # on_train_end will not run: do not leave this process on training's reduced count
+        self.worker.take_back_threads()  # on_train_end will not run: do not leave training on its reduced count
 
     def state_dict(self) -> dict:  # called as each checkpoint is written
-        if self.index_path is not None and self.index_path not in self._checkpointed:
-            self._prune(self._checkpointed[-1:] + [self.index_path])
-        return {"version": self.version, "index_step": self.index_step, "index_path": self.index_path,
+        self.saved.on_checkpoint()
+        return {"version": self.version, "index_step": self.index_step, "index_path": self.saved.path,
                 "encoder_fingerprint": self.encoder_fingerprint, "world_size": self._world_size,
                 "history": self.history, "skipped": self.skipped, "corpus_fingerprint": self.corpus_fingerprint,
                 "initial_embeddings": _str(self._initial_embeddings), "live_embeddings": _str(self._live_embeddings),
-                "row_steps": self.row_steps.clone(), "hits": self.hits.clone(),
-                "checkpointed": list(self._checkpointed)}  # saved indexes that checkpoints on disk may name
+                **self.scope.state_dict(),
+                "checkpointed": list(self.saved.checkpointed)}  # saved indexes that checkpoints on disk may name
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._restored = dict(state_dict)

@@ -14,7 +14,7 @@ from rag_e2e.losses import ReaderScores, doc_log_prior, scores_from_logits
 from rag_e2e.models.decoding import sequence_decode, token_decode
 from rag_e2e.models.reader import Pairs, Reader, softmax_precision, token_ll
 from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
-from rag_e2e.retrieval.index import Index
+from rag_e2e.retrieval.index_base import Index
 
 
 @dataclass

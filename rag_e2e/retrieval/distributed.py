@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from rag_e2e.retrieval.index import Index
+from rag_e2e.retrieval.index_base import Index
 
 _PAD_ROW = torch.iinfo(torch.int64).max  # ranks after every real row, so padding loses every tie
 

@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +28,7 @@ import torch
 from rag_e2e import atomic
 from rag_e2e.data.types import Passage
 from rag_e2e.errors import RagE2EError
-
-if TYPE_CHECKING:  # index.py imports this module at run time
-    from rag_e2e.retrieval.index import Index
+from rag_e2e.retrieval.index_base import Index
 
 COPY_ROWS = 65_536  # rows of an on-disk matrix copied at a time
 META_FILE = "meta.json"

@@ -1,7 +1,7 @@
 """Re-encoding the corpus with a passage tower and building an index from it, plus staleness between two indexes.
 
 This is the library half of index refresh: plain functions and a builder with no Lightning in it. The schedule,
-the background worker and the swap live in `rag_e2e.lightning.refresh_callback`.
+the swap and the resume live in `rag_e2e.lightning.refresh_callback`, the background worker in `refresh_worker`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from rag_e2e.retrieval.distributed import ShardedIndex, shard_bounds
 from rag_e2e.retrieval.embeddings import encode_to_memmap
 from rag_e2e.retrieval.encode_batch import measured_encode_batch_size
 from rag_e2e.retrieval.encoders import BiEncoder, eval_mode, tokenize_passages
-from rag_e2e.retrieval.index import Index, build_index, corpus_fingerprint, state_fingerprint
+from rag_e2e.retrieval.index import build_index, corpus_fingerprint, state_fingerprint
+from rag_e2e.retrieval.index_base import Index
 from rag_e2e.retrieval.row_tokens import RowTokens
 
 

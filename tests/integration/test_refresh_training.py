@@ -43,7 +43,7 @@ def test_async_refresh_swaps_index_while_training_continues(tmp_path):
 
     class Watch(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, *args):
-            if parts.refresh._pending is not None and parts.refresh.version == 0:
+            if parts.refresh.in_flight and parts.refresh.version == 0:
                 steps_while_pending.append(trainer.global_step)
                 threads_while_pending.append(torch.get_num_threads())
                 if len(steps_while_pending) >= 4:
@@ -71,10 +71,11 @@ def test_async_refresh_swaps_index_while_training_continues(tmp_path):
 def test_a_failed_fit_gives_back_the_threads_training_yielded(tmp_path):
     cfg = tiny_config(*FAST, "refresh=async", "refresh.cpu_yield_threads=true", "trainer.max_steps=2")
     parts, threads = assemble(cfg, progress=False, run_dir=tmp_path), torch.get_num_threads()
-    parts.refresh._yield_threads()  # as when an async refresh is submitted on CPU
-    assert torch.get_num_threads() == (max(1, threads - 1) if parts.refresh._yielded_from is not None else threads)
+    parts.refresh.worker.yield_threads()  # as when an async refresh is submitted on CPU
+    assert torch.get_num_threads() == (max(1, threads - 1) if parts.refresh.worker._yielded_from is not None
+                                       else threads)
     parts.refresh.on_exception(None, None, RuntimeError("training failed"))
-    assert torch.get_num_threads() == threads and parts.refresh._yielded_from is None
+    assert torch.get_num_threads() == threads and parts.refresh.worker._yielded_from is None
 
 
 def test_refresh_with_unchanged_passage_tower_has_full_overlap(tmp_path):
@@ -145,5 +146,5 @@ def test_partial_refresh_patches_between_full_rebuilds_and_evaluates_on_a_full_i
     assert all(0 <= r["overlap_vs_full"] <= 1 for r in partial)
     assert all(r["fresh_fraction"] == pytest.approx(r["rows"] / n) for r in partial)
     # Evaluation searches a full re-encode by the final tower: every row fresh, equal to encoding the corpus now.
-    assert refresh.index_step == trainer.global_step == 12 and bool((refresh.row_steps == 12).all())
+    assert refresh.index_step == trainer.global_step == 12 and bool((refresh.scope.row_steps == 12).all())
     torch.testing.assert_close(parts.module.rag.index.p_reps, refresh.builder.encode(parts.module.rag.encoder))

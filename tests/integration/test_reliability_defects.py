@@ -15,7 +15,7 @@ import torch
 from helpers import DDP_CPU, TINY, tiny_config, train_in_subprocess
 
 from rag_e2e.errors import ConfigError
-from rag_e2e.lightning import refresh_callback
+from rag_e2e.lightning import refresh_saves
 from rag_e2e.retrieval.index import state_fingerprint
 from rag_e2e.train import assemble, build_trainer
 
@@ -143,13 +143,13 @@ def test_warmup_running_averages_survive_a_checkpoint():
 # ---- 5. saving the index: no copy, not on the training thread -----------------------------------------------------
 def test_saved_index_links_the_embeddings_and_async_saves_in_the_worker(tmp_path, monkeypatch):
     """Was: every refresh copied the whole index into <run>/index on the training thread, async mode included."""
-    saves, original = [], refresh_callback.save_index
+    saves, original = [], refresh_saves.save_index
 
     def recording_save(index, path, meta):
         saves.append(threading.current_thread().name)
         return original(index, path, meta)
 
-    monkeypatch.setattr(refresh_callback, "save_index", recording_save)
+    monkeypatch.setattr(refresh_saves, "save_index", recording_save)
     emb = tmp_path / "emb"
     cfg = tiny_config(*FAST, "retriever=end2end", "refresh=async", "refresh.schedule=3", "trainer.max_steps=9",
                       "model.passage_lr=1e-2", f"index.embeddings_dir={emb}")
@@ -158,7 +158,7 @@ def test_saved_index_links_the_embeddings_and_async_saves_in_the_worker(tmp_path
     # every scheduled refresh (3, 6, 9; the last in flight at the end is used) is saved by the worker
     assert saves[0] == "MainThread" and len(saves) >= 3  # 4 unless one refresh was skipped (still running)
     assert all(name.startswith("index-refresh") for name in saves[1:])
-    saved = os.stat(os.path.join(parts.refresh.index_path, "vectors.npy"))
+    saved = os.stat(os.path.join(parts.refresh.saved.path, "vectors.npy"))
     live = os.stat(parts.refresh._live_embeddings / "embeddings.npy")
     assert (saved.st_ino, saved.st_dev) == (live.st_ino, live.st_dev)  # a hard link: no bytes copied
 
@@ -167,7 +167,8 @@ def test_saved_index_links_the_embeddings_and_async_saves_in_the_worker(tmp_path
 def test_faiss_gpu_index_goes_to_this_process_device_only(monkeypatch):
     """Was: `index_cpu_to_all_gpus`, so every DDP rank put a copy of its shard on every GPU."""
     faiss = pytest.importorskip("faiss")
-    from rag_e2e.retrieval import index as index_module
+    from rag_e2e.retrieval import faiss_index
+    from rag_e2e.retrieval.index import build_index
 
     calls = []
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 4, raising=False)
@@ -178,9 +179,9 @@ def test_faiss_gpu_index_goes_to_this_process_device_only(monkeypatch):
                         raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)  # Lightning sets the rank's device
-    monkeypatch.setattr(index_module, "_GPU_RESOURCES", {})
+    monkeypatch.setattr(faiss_index, "_GPU_RESOURCES", {})
     p_reps = torch.randn(50, 8)
-    built = index_module.build_index("faiss_flat", p_reps)
+    built = build_index("faiss_flat", p_reps)
     assert calls == [2]
     scores, rows = built.search(p_reps[:3], 1)
     assert rows[:, 0].tolist() == (p_reps[:3] @ p_reps.T).argmax(1).tolist()

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from rag_e2e.inference.saved_vectors import saved_vectors
-from rag_e2e.retrieval.index import ExactIndex, IndexMeta, save_index
+from rag_e2e.retrieval.exact_index import ExactIndex
+from rag_e2e.retrieval.index import IndexMeta, save_index
 
 
 def _save(index_dir, version, rank, world, vectors, corpus="c0", tower="t0"):

@@ -109,6 +109,6 @@ def test_broken_saved_config_names_the_file(tmp_path):
 def test_config_k_limit_is_the_kernels():
     from rag_e2e.config import MAX_K
     from rag_e2e.kernels.topk import _MAX_K
-    from rag_e2e.retrieval.index import MAX_CANDIDATES
+    from rag_e2e.retrieval.exact_index import MAX_CANDIDATES
 
     assert MAX_K == _MAX_K == MAX_CANDIDATES

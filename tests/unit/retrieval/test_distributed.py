@@ -25,7 +25,8 @@ from rag_e2e.retrieval.distributed import (
     merge_topk,
     shard_bounds,
 )
-from rag_e2e.retrieval.index import Index, build_index
+from rag_e2e.retrieval.index import build_index
+from rag_e2e.retrieval.index_base import Index
 
 pytestmark = pytest.mark.distributed
 

@@ -4,8 +4,7 @@ import json
 
 import pytest
 import torch
-
-from tests.helpers import assemble_with_index, tiny_config
+from helpers import assemble_with_index, tiny_config
 
 
 def _builder_and_encoder(batch_size: int):

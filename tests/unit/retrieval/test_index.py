@@ -10,8 +10,8 @@ import torch
 from rag_e2e.data.types import Passage
 from rag_e2e.errors import RagE2EError
 from rag_e2e.retrieval import index_io
+from rag_e2e.retrieval.exact_index import ExactIndex
 from rag_e2e.retrieval.index import (
-    ExactIndex,
     IndexMeta,
     IndexMismatchError,
     build_index,
