@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from rag_e2e import atomic
+from rag_e2e.files import cache_root
 
 
 def cache_dir() -> Path:
     """Where measured choices live: $RAG_E2E_CACHE/tuning, else ~/.cache/rag_e2e/tuning."""
-    return Path(os.environ.get("RAG_E2E_CACHE", Path.home() / ".cache" / "rag_e2e")) / "tuning"
+    return cache_root() / "tuning"
 
 
 def cpu_model() -> str | None:

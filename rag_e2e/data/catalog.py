@@ -19,8 +19,9 @@ from pathlib import Path
 
 from rag_e2e import atomic
 from rag_e2e.config import DATA_ROOT_DEFAULT, DATA_ROOT_ENV
-from rag_e2e.data.download import Upstream, fetched, sha256_of
+from rag_e2e.data.download import Upstream, fetched
 from rag_e2e.errors import ConfigError
+from rag_e2e.files import sha256_of
 
 SQUAD_DEV = Upstream("https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json",
                      "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9")

@@ -7,7 +7,6 @@ an interrupted fetch leaves no half-written file under the data root.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import shutil
 import tempfile
 import urllib.error
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag_e2e.errors import ConfigError
+from rag_e2e.files import sha256_of
 
 CHUNK = 1 << 20
 
@@ -32,14 +32,6 @@ class Upstream:
     @property
     def name(self) -> str:
         return self.url.rsplit("/", 1)[-1]
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def local_copy(upstream: Upstream, source: Path) -> Path | None:

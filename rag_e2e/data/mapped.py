@@ -27,6 +27,7 @@ from rag_e2e import atomic
 from rag_e2e.data.corpus import iter_corpus
 from rag_e2e.data.types import Passage
 from rag_e2e.errors import DataFormatError
+from rag_e2e.files import cache_root
 
 BATCH_ROWS = 65_536
 SCHEMA = pa.schema([("pid", pa.string()), ("text", pa.string()), ("title", pa.string())])
@@ -143,10 +144,6 @@ def _batch(passages: list[Passage]) -> pa.RecordBatch:
     return pa.record_batch([pa.array([p.pid for p in passages], pa.string()),
                             pa.array([p.text for p in passages], pa.string()),
                             pa.array([p.title for p in passages], pa.string())], schema=SCHEMA)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RAG_E2E_CACHE") or Path.home() / ".cache" / "rag_e2e")
 
 
 def open_mapped(path: str | Path, fmt: str = "auto", cache: str | Path | None = None) -> MappedCorpus:

@@ -24,8 +24,9 @@ from transformers import (
 )
 
 from rag_e2e.config import GeneratorConfig, LoraConfig
+from rag_e2e.files import cache_root
 from rag_e2e.models.causal_lm import CausalLMReader, PromptFormat
-from rag_e2e.models.packaged import cache_dir, resolve_reader
+from rag_e2e.models.packaged import resolve_reader
 from rag_e2e.models.reader import MemoizedReader, Pairs, Reader, answer_token_ll
 from rag_e2e.models.reader_cache import ReaderStore, reader_fingerprint
 from rag_e2e.models.seq2seq import Seq2SeqReader, eos_id, start_id
@@ -146,7 +147,7 @@ def build_reader(cfg: GeneratorConfig) -> Reader:
         store = None
         if cfg.cache_outputs:
             fingerprint = reader_fingerprint(model, tokenizer, prompt_format(cfg))
-            store = ReaderStore(cache_dir() / "reader_outputs" / f"{fingerprint[:20]}.sqlite", fingerprint)
+            store = ReaderStore(cache_root() / "reader_outputs" / f"{fingerprint[:20]}.sqlite", fingerprint)
         return MemoizedReader(reader, store)
     return reader
 

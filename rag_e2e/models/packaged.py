@@ -8,16 +8,15 @@ and renamed into place, so an interrupted conversion never leaves a folder that 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rag_e2e import atomic
 from rag_e2e.errors import ConfigError
+from rag_e2e.files import cache_root, sha256_of
 
 
 @dataclass(frozen=True)
@@ -40,19 +39,6 @@ PACKAGED: dict[str, PackagedReader] = {
 }
 
 
-def cache_dir() -> Path:
-    """Where converted readers live: $RAG_E2E_CACHE, else ~/.cache/rag_e2e."""
-    return Path(os.environ.get("RAG_E2E_CACHE", Path.home() / ".cache" / "rag_e2e"))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def package_available(name: str) -> bool:
     """Whether the packaged reader `name` is installed."""
     return importlib.util.find_spec(PACKAGED[name].module) is not None
@@ -68,7 +54,7 @@ def _package_dir(reader: PackagedReader) -> Path:
 
 def convert_gguf(gguf_path: Path, sha256: str, source: dict | None = None) -> Path:
     """The HF folder for a GGUF file, converting it on first use (cache/readers/<stem>-<sha256[:16]>)."""
-    out = cache_dir() / "readers" / f"{gguf_path.stem}-{sha256[:16]}"
+    out = cache_root() / "readers" / f"{gguf_path.stem}-{sha256[:16]}"
     if (out / "source.json").is_file():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,10 +90,10 @@ def resolve_reader(name_or_path: str, gguf_file: str | None = None) -> str:
             return str(convert_gguf(path, sha256_of(path), source))
         module = importlib.import_module(reader.module)  # its assemble() joins the parts and checks the sha256
         sha = module.EXPECTED_SHA256
-        done = cache_dir() / "readers" / f"{Path(reader.gguf_file).stem}-{sha[:16]}"
+        done = cache_root() / "readers" / f"{Path(reader.gguf_file).stem}-{sha[:16]}"
         if (done / "source.json").is_file():
             return str(done)
-        joined = cache_dir() / "gguf" / reader.gguf_file
+        joined = cache_root() / "gguf" / reader.gguf_file
         path = Path(module.assemble(joined))
         out = convert_gguf(path, sha, source)
         path.unlink(missing_ok=True)  # the converted folder is what later runs load

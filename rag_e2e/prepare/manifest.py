@@ -8,7 +8,6 @@ file: a line torn by a crash is dropped rather than glued to the next one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 from rag_e2e.atomic import write_text
 from rag_e2e.errors import ConfigError
+from rag_e2e.files import sha256_of
 
 MANIFEST = "manifest.jsonl"
 
@@ -37,14 +37,6 @@ class FileEntry:
     passages: int = 0
     skipped_records: list[str] = field(default_factory=list)  # bad lines inside the file (JSONL), as messages
     extra: dict[str, Any] = field(default_factory=dict)  # what else the result depends on (QA: articles made docs)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Manifest:

