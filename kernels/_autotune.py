@@ -24,6 +24,9 @@ CANDIDATES = ("torch", "torch_pruned", "torch_fp32", "faiss")
 PROBE_QUERIES = 256  # at most this many of the real queries are timed
 PROBE_MACS = 2**31  # multiply-adds per probe call: B * rows * d (about 20-40 ms per call on 2 cores)
 PROBE_MAX_ROWS = 2**15  # and at most this many passages (a 100 MB fp32 scan at d = 768, past the caches)
+# Part of every shape class: raise it when a candidate's implementation changes, so choices measured on the old code
+# are measured again (2: the bf16 filter selects through group maxima)
+REVISION = 2
 
 _forced: str | None = None
 _chosen: dict[str, str] = {}  # shape class -> choice, so a training loop reads the file once per class
@@ -63,7 +66,7 @@ def shape_class(queries: torch.Tensor, docs: torch.Tensor, k: int) -> str:
     faiss_version = getattr(_cpu.faiss, "__version__", "none") if _cpu.faiss_available() else "none"
     return (f"{str(docs.dtype).removeprefix('torch.')} B<={_bucket(queries.shape[0], 2)} "
             f"N<={_bucket(docs.shape[0], 4)} k<={_bucket(k, 2)} d={docs.shape[1]} "
-            f"threads={torch.get_num_threads()} faiss={faiss_version}")
+            f"threads={torch.get_num_threads()} faiss={faiss_version} rev={REVISION}")
 
 
 def choose(queries: torch.Tensor, docs: torch.Tensor, k: int,

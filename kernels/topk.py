@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from . import _autotune, _cpu
+from . import _autotune, _cpu, _select
 
 try:  # triton is optional: without it every call takes the torch path
     from . import _topk_kernel
@@ -238,48 +238,60 @@ def _chunk_top_keys(scores: torch.Tensor, start: int, k: int) -> torch.Tensor:
 
 
 def _bf16_filtered_keys(queries: torch.Tensor, docs: torch.Tensor, k: int, chunk_size: int | None,
-                        prune: bool = False) -> torch.Tensor:
+                        prune: bool = False, m: int | None = None) -> torch.Tensor:
     """(B, k) int64 keys, descending, for bfloat16 queries and passages on a CPU with native bf16 matmul.
 
     Stage 1 scores every passage with a bf16 matmul (oneDNN: bf16 products, fp32 accumulation, each score rounded to
-    bf16, relative error <= 2^-9) and keeps each query's m = min(N, 2k + 8) best approximate scores. Stage 2 scores
-    those m in fp32, as the chunked path does. Any passage left out has an approximate score <= a, the (m+1)-th best,
-    so its fp32 score is at most a + 2^-7 |a| (4x the rounding bound: the two fp32 sums round differently too); where
-    the k-th fp32 score of the candidates beats that, the top k is among them and packing orders it by the tie rule.
-    Other queries (near-ties at the cut, or cancellation) are ranked by the chunked path. Reads N * d * 2 bytes once
-    instead of widening them to fp32 first: 2-4x faster on CPUs with AVX512-BF16 or AMX (`kernels.bench`).
-    With `prune`, once the running list holds m + 1 scores only a chunk's scores above its last are ranked: a count
-    pass per chunk that pays where m is large (top-209 of 16k rows cost 4x top-29's here), which the tuner measures.
+    bf16, relative error <= 2^-8) and keeps each query's m best approximate scores (`_select`: through group maxima),
+    m = min(N, `_candidates(k)`) unless given. Stage 2 scores the candidates that can still reach the top k in fp32, as
+    the chunked path does. Any passage left out has an approximate score <= a, the (m+1)-th best, so its fp32 score is
+    at most a + 2^-7 |a| (twice the rounding bound: the two fp32 sums round differently too); where the k-th fp32
+    score of the candidates beats that, the top k is among them and packing orders it by the tie rule. Other queries
+    (near-ties at the cut, or cancellation) search again with 4m candidates, and past that by the chunked fp32 path.
+    Reads N * d * 2 bytes once instead of widening them to fp32 first: 2-4x faster on CPUs with AVX512-BF16 or AMX
+    (`kernels.bench`). With `prune`, once the running list holds m + 1 scores only a chunk's groups whose maximum
+    beats its smallest are ranked: a count per chunk that the tuner weighs against not counting.
     """
     n_queries, dim = queries.shape
     n_docs = docs.shape[0]
-    m = min(n_docs, 2 * k + 8)
-    if chunk_size is None:  # (B, c) bf16 scores of ~8 MB stay in cache for the top-k (2^24: 1.2x slower, measured)
-        chunk_size = max(m + 1, 2**22 // max(1, n_queries))
-    best_vals = torch.full((n_queries, 0), float("-inf"), dtype=torch.bfloat16)
+    widen_once = m is None  # the first search may retry its unsure queries with 4m candidates; the retry may not
+    m = min(n_docs, m or _candidates(k))
+    if chunk_size is None:  # (B, c) bf16 scores of 16 MB: the product's time rose 1.5x at 32 MB, and smaller chunks
+        # pay the selection's per-row cost more often (B = 256, k = 100: 8 MB 1.07x slower in all, measured on AMX)
+        chunk_size = max(m + 1, 2**23 // max(1, n_queries))
+    best_vals = torch.full((n_queries, 0), float("-inf"), dtype=torch.bfloat16)  # the running m + 1 best, unsorted
     best_rows = torch.zeros((n_queries, 0), dtype=torch.int64)
     for start in range(0, n_docs, chunk_size):
         # (B, c) bf16-rounded scores, ranked as bf16: widening them first cost 1.5x the matmul's time (1M x 768)
         approx = queries @ docs[start : start + chunk_size].T
-        take = min(m + 1, approx.shape[1])
-        if prune and best_vals.shape[1] == m + 1:  # only scores above a full list's last can enter it (ties at it
-            # change no score the bound uses): rank just those
-            take = min(take, int((approx > best_vals[:, m:]).sum(dim=1, dtype=torch.int32).max()))
-            if take == 0:
-                continue
-        vals, idx = approx.topk(take, dim=1)
-        vals, pos = torch.cat([best_vals, vals], dim=1).topk(min(m + 1, best_vals.shape[1] + vals.shape[1]), dim=1)
-        best_rows = torch.cat([best_rows, idx + start], dim=1).gather(1, pos)
-        best_vals = vals
-    cand_rows = best_rows[:, :m]  # (B, m)
-    exact = _candidate_scores(queries.float(), docs, cand_rows)  # (B, m) fp32, as _reference_keys
+        full = best_vals.shape[1] == m + 1
+        # only scores above a full list's smallest can enter it (ties at it change no score the bound uses)
+        above = best_vals.amin(dim=1, keepdim=True) if prune and full else None
+        vals, cols = _select.row_best(approx, m + 1, above)
+        if vals.shape[1] == 0:
+            continue
+        merged = torch.cat([best_vals, vals], dim=1)
+        best_vals, pos = merged.topk(min(m + 1, merged.shape[1]), dim=1, sorted=False)
+        best_rows = torch.cat([best_rows, cols + start], dim=1).gather(1, pos)
+    best_vals, pos = best_vals.topk(best_vals.shape[1], dim=1)  # sorted once, descending
+    best_rows = best_rows.gather(1, pos)
+    # Each score is within 2^-7 |a| of its bf16 approximation a (see above), and a -/+ 2^-7 |a| both grow with a.
+    # So the k-th best fp32 score is >= floor, the k-th candidate's a - 2^-7 |a|, and a candidate whose a + 2^-7 |a|
+    # is below floor cannot reach it: only the sorted candidates' prefix above it is re-scored (the widest row's).
+    approx = best_vals[:, :m].float()  # (B, m), descending
+    floor = approx[:, k - 1 : k] - approx[:, k - 1 : k].abs() * 2.0**-7
+    width = int((approx + approx.abs() * 2.0**-7 >= floor).sum(dim=1).max())
+    cand_rows = best_rows[:, :width]  # (B, width), k <= width <= m
+    exact = _candidate_scores(queries.float(), docs, cand_rows)  # (B, width) fp32, as _reference_keys
     keys = _pack_keys(exact, cand_rows).topk(k, dim=1).values  # (B, k)
     if m == n_docs:  # every passage is a candidate: nothing was left out
         return keys
     left_out = best_vals[:, m].float()  # (B,) best approximate score not kept
     kth = exact.topk(k, dim=1).values[:, k - 1]
     unsure = (kth <= left_out + left_out.abs() * 2.0**-7).nonzero().squeeze(1)
-    if unsure.numel():
+    if unsure.numel() and widen_once and 4 * m <= n_docs // 4:  # near-ties past m are most likely within 4m
+        keys[unsure] = _bf16_filtered_keys(queries[unsure], docs, k, None, prune, 4 * m)
+    elif unsure.numel():
         keys[unsure] = _reference_keys(queries[unsure], docs, k, None)
     return keys
 
@@ -287,16 +299,18 @@ def _bf16_filtered_keys(queries: torch.Tensor, docs: torch.Tensor, k: int, chunk
 def _candidate_scores(queries: torch.Tensor, docs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """(B, m) fp32 scores of each query against its own m candidate rows of `docs`, a few queries at a time.
 
-    The gathered candidates are widened and scored while still in cache (~2^20 fp32 elements per block): at
-    B = 256, m = 208, d = 768 that measured 10x faster than gathering and widening all B * m rows at once, with
-    the same sums (the per-query product is the same einsum).
+    Each score is one reduction over d of the same products, so equal rows score bit-for-bit equal wherever they sit
+    among the candidates, and the tie rule sees them tie (an einsum's batched product summed columns in different
+    orders by position: duplicate passages differed in the last bit and the larger index won). The gathered
+    candidates are widened and scored while still in cache (~2^20 fp32 elements per block): at B = 256, m = 208,
+    d = 768 that measured 10x faster than gathering and widening all B * m rows at once.
     """
     n_queries, m = rows.shape
     block = max(1, 2**20 // max(1, m * docs.shape[1]))
     out = torch.empty((n_queries, m), dtype=torch.float32)
     for s in range(0, n_queries, block):
         cand = docs.index_select(0, rows[s : s + block].reshape(-1)).view(-1, m, docs.shape[1]).float()
-        out[s : s + block] = torch.einsum("bd,bmd->bm", queries[s : s + block], cand)
+        out[s : s + block] = cand.mul_(queries[s : s + block, None, :]).sum(dim=-1)  # in place: 1.25x faster
     return out
 
 
@@ -412,3 +426,9 @@ def _triton_keys(
         return partial[:, 0, :k]  # already sorted
     # Stage 2: the partial lists are small (B, S * K_PAD); keys are unique, so topk needs no tie handling.
     return partial.view(n_queries, num_splits * k_pad).topk(k, dim=1).values
+
+
+def _candidates(k: int) -> int:
+    """Candidates the bf16 filter keeps for a top k: enough that on random 768-d scores no query of 256 needed the
+    wider search (k = 10 or 100, N = 100k), and fewer than 2k + 8, which cost 1.1x more at B = 256, k = 100."""
+    return k + k // 4 + 8

@@ -227,6 +227,18 @@ def test_candidate_scores_equal_each_querys_float64_products(seed, n_queries, m,
     assert ((got.double() - want).abs() <= bound).all(), f"seed={seed}"
 
 
+def test_candidate_scores_of_equal_rows_are_bitwise_equal_at_any_position(seed):
+    # The tie rule needs duplicates to tie: the same passage listed at several candidate positions (first, middle,
+    # last, and past a vector width) scores the same fp32 value there.
+    gen = torch.Generator().manual_seed(seed)
+    docs = torch.randn(500, 96, generator=gen).bfloat16()
+    queries = torch.randn(9, 96, generator=gen)
+    rows = torch.randint(0, 500, (9, 37), generator=gen)
+    rows[:, [0, 17, 18, 36]] = rows[:, :1]
+    got = topk_mod._candidate_scores(queries, docs, rows)
+    assert (got[:, [17, 18, 36]] == got[:, :1]).all(), f"seed={seed}"
+
+
 @pytest.mark.skipif(torch.cuda.is_available() or not topk_mod._cpu.bf16_filter_applies(
     torch.empty(1, 1, dtype=torch.bfloat16), torch.empty(1, 1, dtype=torch.bfloat16)),
     reason="needs a CPU with oneDNN bf16 matmul")
@@ -245,11 +257,24 @@ def test_bf16_filter_ranks_exactly_and_falls_back_only_where_unsure(monkeypatch,
     for chunk_size in (None, 700):  # one chunk, and merged candidate lists across chunks
         _check(queries, docs, k, *topk_scores(queries, docs, k, backend="torch", chunk_size=chunk_size), seed)
     assert sum(fallback_rows) < 2 * 40 // 4, f"seed={seed}"  # random scores: the bound rarely leaves doubt
-    # Ties among the candidates: packing applies the tie rule, no doubt. Ties past the candidates (m = 2k + 8 = 12):
-    # the query goes the exact way. Either way the smaller rows come first.
+    # Ties among the candidates: packing applies the tie rule, no doubt. Ties past the m = 10 candidates of k = 2: the
+    # query searches again with 4m = 40, and ties past those go the exact way. Always the smaller rows first.
     q = docs[0:1].clone()
     docs[[5, 6]] = docs[0].clone()
     fallback_rows.clear()
     assert topk_scores(q, docs, 2, backend="torch")[1].tolist() == [[0, 5]] and fallback_rows == []
-    docs[100:120] = docs[0].clone()
+    wider = []  # each search's m: None for the first one
+    filtered = topk_mod._bf16_filtered_keys
+
+    def spy_filtered(queries, docs, k, chunk_size, prune=False, m=None):
+        wider.append(m)
+        return filtered(queries, docs, k, chunk_size, prune, m)
+
+    monkeypatch.setattr(topk_mod, "_bf16_filtered_keys", spy_filtered)
+    docs[100:120] = docs[0].clone()  # 23 copies: within 40
+    assert topk_scores(q, docs, 2, backend="torch")[1].tolist() == [[0, 5]] and fallback_rows == []
+    assert wider == [None, 40]
+    docs[200:240] = docs[0].clone()  # 63 copies
+    wider.clear()
     assert topk_scores(q, docs, 2, backend="torch")[1].tolist() == [[0, 5]] and fallback_rows == [1]
+    assert wider == [None, 40]  # one wider search, then the exact way
