@@ -1,9 +1,14 @@
-"""A passage corpus in an Arrow file, memory-mapped: every rank and worker reads the same page cache.
+"""A passage corpus in an Arrow file, shared by every rank and worker through the page cache.
 
-`data.mmap_corpus=true` converts the corpus file once (streamed, into $RAG_E2E_CACHE/corpora/) and opens the result
-memory-mapped. Nothing is built per passage: `corpus[i]` makes one Passage from the mapped columns when asked, and
-`row_of(pid)` is a binary search over sorted 64-bit pid hashes (a memory-mapped array too). A list of Passages holds
-every passage as Python objects in every process, which at DPR's 21M passages is tens of GB per rank.
+`data.mmap_corpus=true` converts the corpus file once (streamed, into $RAG_E2E_CACHE/corpora/) and opens the result.
+Nothing is built per passage: `corpus[i]` makes one Passage when asked, and `row_of(pid)` is a binary search over
+sorted 64-bit pid hashes. A list of Passages holds every passage as Python objects in every process, which at DPR's
+21M passages is tens of GB per rank.
+
+The file's footer and each column's offsets (4 bytes a row) are memory-mapped; a passage's bytes are copied out with
+`os.pread`, and full scans read one record batch at a time. So the text stays in the kernel's page cache, shared by
+the ranks and reclaimable, and never in a rank's resident set: mapped text pages count in every rank's RSS, which is
+what cluster schedulers (Slurm's RSS accounting, an OOM killer) charge each rank for.
 
     <cache>/corpora/<key>/passages.arrow   pid, text, title (Arrow IPC file, record batches of BATCH_ROWS)
                           pid_hash.npy     uint64 hashes of the pids, sorted
@@ -43,17 +48,26 @@ class MappedCorpus:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        with open(self.folder / "passages.arrow", "rb") as f:
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        if hasattr(mmap, "MADV_RANDOM"):  # no read-around: a lookup maps the few pages it reads, not megabytes
+        self._path = self.folder / "passages.arrow"
+        self._fd = os.open(self._path, os.O_RDONLY)
+        self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+        if hasattr(mmap, "MADV_RANDOM"):  # no read-around: an offsets lookup maps the page it reads, not megabytes
             self._map.madvise(mmap.MADV_RANDOM)
-        self._table = pa.ipc.open_file(pa.py_buffer(self._map)).read_all()  # zero-copy views into the mapping
+        mapped = pa.py_buffer(self._map)
+        self._table = pa.ipc.open_file(mapped).read_all()  # zero-copy views into the mapping: nothing is read yet
+        self._batch_starts = np.cumsum([0] + [len(c) for c in self._table.column("pid").chunks])
+        self._columns = {name: [_StringChunk(chunk, mapped.address) for chunk in self._table.column(name).chunks]
+                         for name in ("pid", "text", "title")}  # fmt: skip
         self._hashes = np.load(self.folder / "pid_hash.npy", mmap_mode="r")
         self._rows = np.load(self.folder / "pid_row.npy", mmap_mode="r")
-        self._pid, self._text, self._title = (self._table.column(n) for n in ("pid", "text", "title"))
 
-    def __reduce__(self):  # DataLoader workers and spawned ranks reopen the mapping instead of copying it
+    def __reduce__(self):  # DataLoader workers and spawned ranks reopen the file instead of copying it
         return (MappedCorpus, (self.folder,))
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __len__(self) -> int:
         return self._table.num_rows
@@ -61,17 +75,35 @@ class MappedCorpus:
     def __getitem__(self, i: int | slice) -> Passage | list[Passage]:
         if isinstance(i, slice):
             start, stop, step = i.indices(len(self))
-            part = self._table.slice(start, max(0, stop - start)) if step == 1 else \
-                self._table.take(pa.array(range(start, stop, step), pa.int64()))
-            return _passages(part)
+            return self._read_rows(start, stop)[::step] if step > 0 else [self[j] for j in range(start, stop, step)]
         if not -len(self) <= i < len(self):
             raise IndexError(f"passage row {i} out of range for a corpus of {len(self)}")
-        i %= len(self)
-        return Passage(self._pid[i].as_py(), self._text[i].as_py(), self._title[i].as_py())
+        batch, row = self._locate(i % len(self))
+        return Passage(*(self._columns[name][batch].read(self._fd, row) for name in ("pid", "text", "title")))
 
     def __iter__(self) -> Iterator[Passage]:
-        for batch in self._table.to_batches(BATCH_ROWS):
-            yield from _passages(batch)
+        with pa.OSFile(str(self._path)) as f:  # read, not mapped: one record batch in this process at a time
+            reader = pa.ipc.open_file(f)
+            for b in range(reader.num_record_batches):
+                yield from _passages(reader.get_batch(b))
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        batch = int(np.searchsorted(self._batch_starts, i, side="right")) - 1
+        return batch, i - int(self._batch_starts[batch])
+
+    def _read_rows(self, start: int, stop: int) -> list[Passage]:
+        """Rows start..stop-1, read batch by batch through the file (not the mapping)."""
+        if start >= stop:
+            return []
+        first, last = self._locate(start)[0], self._locate(stop - 1)[0]
+        out: list[Passage] = []
+        with pa.OSFile(str(self._path)) as f:
+            reader = pa.ipc.open_file(f)
+            for b in range(first, last + 1):
+                lo = max(start, int(self._batch_starts[b])) - int(self._batch_starts[b])
+                hi = min(stop, int(self._batch_starts[b + 1])) - int(self._batch_starts[b])
+                out += _passages(reader.get_batch(b).slice(lo, hi - lo))
+        return out
 
     def row_of(self, pid: str) -> int | None:
         """The row of passage `pid`, or None if the corpus has none."""
@@ -79,10 +111,34 @@ class MappedCorpus:
         at = int(np.searchsorted(self._hashes, h))
         while at < len(self._hashes) and self._hashes[at] == h:  # equal hashes: compare the ids themselves
             row = int(self._rows[at])
-            if self._pid[row].as_py() == pid:
+            batch, local = self._locate(row)
+            if self._columns["pid"][batch].read(self._fd, local) == pid:
                 return row
             at += 1
         return None
+
+
+class _StringChunk:
+    """One record batch's string column: its offsets viewed in the mapping, its bytes read from the file.
+
+    `write_mapped` writes uncompressed IPC, so a buffer's place in the mapping is its place in the file.
+    """
+
+    def __init__(self, chunk: pa.StringArray, base_address: int):
+        self._chunk = chunk
+        _, offsets, data = chunk.buffers()
+        self._offsets = np.frombuffer(offsets, dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1] \
+            if offsets is not None else np.zeros(len(chunk) + 1, dtype=np.int32)
+        self._data_pos = data.address - base_address if data is not None and data.size else None
+        self._nullable = chunk.null_count > 0
+
+    def read(self, fd: int, row: int) -> str | None:
+        if self._nullable and not self._chunk[row].is_valid:
+            return None
+        start, end = int(self._offsets[row]), int(self._offsets[row + 1])
+        if end == start or self._data_pos is None:
+            return ""
+        return os.pread(fd, end - start, self._data_pos + start).decode("utf-8")
 
 
 def _passages(part: pa.Table | pa.RecordBatch) -> list[Passage]:

@@ -93,3 +93,28 @@ def test_an_empty_corpus_is_refused(tmp_path, cache):
     path.write_text("\n")
     with pytest.raises(DataFormatError, match="no passages"):
         open_mapped(path, cache=cache)
+
+
+def _mapped_rss_kb(file) -> int:
+    """Resident KB of this process's mappings of `file` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ", 1)[0]:  # a mapping's header line
+            inside = line.rstrip().endswith(str(file))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/smaps"), reason="needs Linux /proc")
+def test_passage_text_is_read_not_mapped_into_the_resident_set(tmp_path, cache):
+    # 64 passages of 64 KB: reading them all through the mapping would make ~4 MB of it resident
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as f:
+        for i in range(64):
+            f.write(json.dumps({"id": f"p{i}", "text": f"{i:02d}" + "x" * 65_534}) + "\n")
+    ours = open_mapped(path, cache=cache)
+    texts = [ours[i].text for i in range(64)] + [p.text for p in ours] + [p.text for p in ours[10:50]]
+    assert all(t.startswith(f"{i % 64:02d}") and len(t) == 65_536 for i, t in enumerate(texts[:128]))
+    assert ours.row_of("p63") == 63
+    assert _mapped_rss_kb(ours.folder / "passages.arrow") < 256  # the footer and offsets pages only
