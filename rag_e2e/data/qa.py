@@ -1,19 +1,22 @@
-"""Question-answering loaders (SQuAD v1.1, NQ-open, generic JSONL) and a group-disjoint train/val/test split.
+"""Question-answering loaders (SQuAD v1.1, NQ-open, generic JSONL, Parquet of either) and a group-disjoint
+train/val/test split.
 
 Every malformed input raises `DataFormatError` naming file, line (or record number) and field.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from rag_e2e.data.corpus import data_suffix, iter_jsonl, json_field, load_nonempty
+from rag_e2e.data.parquet_records import iter_parquet_records
 from rag_e2e.data.types import Passage, QAExample
 from rag_e2e.errors import DataFormatError
 
@@ -81,9 +84,13 @@ def load_nq_open(path: str | Path) -> list[QAExample]:
     Raises:
         DataFormatError: a line is not a JSON object, or a field is missing, mistyped or empty.
     """
+    return _nq_open_examples(path, iter_jsonl(path))
+
+
+def _nq_open_examples(path: str | Path, records: Iterable[tuple[int, dict[str, Any]]]) -> list[QAExample]:
     return [
         QAExample(qid=f"nq-{line}", question=_question(path, line, rec), answers=_answers(path, line, rec, "answer"))
-        for line, rec in iter_jsonl(path)
+        for line, rec in records
     ]
 
 
@@ -97,11 +104,37 @@ def load_qa_jsonl(path: str | Path) -> list[QAExample]:
     Raises:
         DataFormatError: a line is not a JSON object, a field is missing, mistyped or empty, or an id repeats.
     """
+    return _generic_examples(path, iter_jsonl(path))
+
+
+def load_qa_parquet(path: str | Path) -> list[QAExample]:
+    """Load QA Parquet (e.g. `datasets.Dataset.to_parquet`): the columns of generic QA JSONL (`load_qa_jsonl`), or
+    NQ-open's `question` and `answer` when the first row has `answer` but no `answers`. A null cell is an absent
+    field; lists and structs are read as JSON's. Reported lines are 1-based rows.
+
+    Raises:
+        DataFormatError: unreadable Parquet, or a row as `load_qa_jsonl` / `load_nq_open` refuse a line.
+    """
+    records = iter_parquet_records(path)
+    try:
+        first = next(records, None)
+    except DataFormatError:
+        records.close()
+        raise
+    if first is None:
+        return []
+    rows = itertools.chain([first], records)
+    if "answer" in first[1] and "answers" not in first[1]:
+        return _nq_open_examples(path, rows)
+    return _generic_examples(path, rows)
+
+
+def _generic_examples(path: str | Path, records: Iterable[tuple[int, dict[str, Any]]]) -> list[QAExample]:
     name = Path(path)
     stem = Path(name.stem).stem if name.suffix == ".gz" else name.stem  # "dev.jsonl.gz" -> "dev"
     examples: list[QAExample] = []
     first_line: dict[str, int] = {}
-    for line, rec in iter_jsonl(path):
+    for line, rec in records:
         qid = json_field(path, line, rec, "id", str, "a string", default=f"{stem}-{line}")
         if qid in first_line:
             raise DataFormatError(path, line, "id", f"duplicate id '{qid}' (first seen on line {first_line[qid]})")
@@ -128,11 +161,12 @@ def load_qa_jsonl(path: str | Path) -> list[QAExample]:
     return examples
 
 
-def load_qa(path: str | Path, fmt: Literal["squad", "nq_open", "jsonl", "auto"] = "auto") -> list[QAExample]:
+def load_qa(path: str | Path, fmt: Literal["squad", "nq_open", "jsonl", "parquet", "auto"] = "auto"
+            ) -> list[QAExample]:
     """Load questions in any supported format (for SQuAD, only the questions; use `load_squad` for passages).
 
     With `fmt="auto"`, `.json`/`.zip` mean SQuAD, and `.jsonl` means NQ-open when the first record has `answer`
-    but no `answers`, generic JSONL otherwise.
+    but no `answers`, generic JSONL otherwise; `.parquet` holds either kind of record (`load_qa_parquet`).
 
     Raises:
         DataFormatError: the format cannot be inferred, the file is malformed, or it holds no question.
@@ -150,9 +184,12 @@ def load_qa(path: str | Path, fmt: Literal["squad", "nq_open", "jsonl", "auto"] 
                 records.close()  # release the file now rather than at garbage collection
             is_nq = first is not None and "answer" in first[1] and "answers" not in first[1]
             fmt = "nq_open" if is_nq else "jsonl"
+        elif ext == ".parquet":
+            fmt = "parquet"
         else:
             raise DataFormatError(path, None, None, f"cannot infer QA format from '{ext}'; pass fmt=")
-    loaders = {"squad": lambda p: load_squad(p)[0], "nq_open": load_nq_open, "jsonl": load_qa_jsonl}
+    loaders = {"squad": lambda p: load_squad(p)[0], "nq_open": load_nq_open, "jsonl": load_qa_jsonl,
+               "parquet": load_qa_parquet}
     return load_nonempty(loaders, fmt, path, "no questions: the file is empty")
 
 
