@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from rag_e2e.data.parquet_records import open_parquet
 from rag_e2e.data.types import Passage
 from rag_e2e.errors import DataFormatError
 
@@ -161,14 +162,8 @@ def iter_corpus_parquet(path: str | Path) -> Iterator[Passage]:
         DataFormatError: unreadable Parquet, a missing or non-string column, a null or empty id/text, or a duplicate id.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    try:
-        parquet = pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise DataFormatError(path, None, None, "file not found") from None
-    except (OSError, pa.ArrowException) as e:
-        raise DataFormatError(path, None, None, f"not a readable Parquet file ({e})") from None
+    parquet = open_parquet(path)
     schema = parquet.schema_arrow
     for required in ("id", "text"):
         if required not in schema.names:

@@ -21,14 +21,8 @@ def iter_parquet_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]
         DataFormatError: the file is missing or not readable Parquet.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    try:
-        parquet = pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise DataFormatError(path, None, None, "file not found") from None
-    except (OSError, pa.ArrowException) as e:
-        raise DataFormatError(path, None, None, f"not a readable Parquet file ({e})") from None
+    parquet = open_parquet(path)
     row = 0
     try:
         for batch in parquet.iter_batches():
@@ -37,3 +31,16 @@ def iter_parquet_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]
                 yield row, {name: value for name, value in record.items() if value is not None}
     except (OSError, pa.ArrowException) as e:
         raise DataFormatError(path, row + 1, None, f"cannot read row group ({e})") from None
+
+
+def open_parquet(path: str | Path):
+    """`pyarrow.parquet.ParquetFile(path)`, a missing or unreadable file as one DataFormatError naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise DataFormatError(path, None, None, "file not found") from None
+    except (OSError, pa.ArrowException) as e:
+        raise DataFormatError(path, None, None, f"not a readable Parquet file ({e})") from None
