@@ -116,17 +116,16 @@ def load_qa_parquet(path: str | Path) -> list[QAExample]:
         DataFormatError: unreadable Parquet, or a row as `load_qa_jsonl` / `load_nq_open` refuse a line.
     """
     records = iter_parquet_records(path)
-    try:
-        first = next(records, None)
-    except DataFormatError:
-        records.close()
-        raise
+    first = next(records, None)
     if first is None:
         return []
     rows = itertools.chain([first], records)
-    if "answer" in first[1] and "answers" not in first[1]:
-        return _nq_open_examples(path, rows)
-    return _generic_examples(path, rows)
+    return _nq_open_examples(path, rows) if _is_nq_open(first[1]) else _generic_examples(path, rows)
+
+
+def _is_nq_open(record: dict[str, Any]) -> bool:
+    """An NQ-open record (`answer`) rather than a generic one (`answers`)."""
+    return "answer" in record and "answers" not in record
 
 
 def _generic_examples(path: str | Path, records: Iterable[tuple[int, dict[str, Any]]]) -> list[QAExample]:
@@ -182,8 +181,7 @@ def load_qa(path: str | Path, fmt: Literal["squad", "nq_open", "jsonl", "parquet
                 first = next(records, None)
             finally:
                 records.close()  # release the file now rather than at garbage collection
-            is_nq = first is not None and "answer" in first[1] and "answers" not in first[1]
-            fmt = "nq_open" if is_nq else "jsonl"
+            fmt = "nq_open" if first is not None and _is_nq_open(first[1]) else "jsonl"
         elif ext == ".parquet":
             fmt = "parquet"
         else:
